@@ -1,0 +1,1 @@
+"""One module per outside system: AMI, FastAGI, ledger database, MQTT, files, clock."""

@@ -1,0 +1,507 @@
+"""Load a policy bundle from TOML, validate it, and build the core's `Policy`.
+
+Every error names the file, the line and the problem, so an administrator can fix it without
+reading code: TOML syntax errors carry tomllib's line; schema errors are located by walking the
+file for the offending key. A file may start with ``extends = "default"`` (a bundled policy) or
+``extends = "other.toml"`` (relative to the file): tables merge key by key, lists replace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pbxguard.domain.channels import ChannelPlan
+from pbxguard.domain.numbers import ExtensionRange, NumberClass, NumberClassifier, NumberingPlan
+from pbxguard.domain.penalties import (
+    CountWindow,
+    PenaltySpec,
+    RepeatOffender,
+    Sanction,
+    Step,
+)
+from pbxguard.domain.policy import Line, LineUse, Mode, Person, Policy, Role, Rule
+from pbxguard.domain.tariff import Rate, Tariff
+from pbxguard.errors import PolicyError
+
+BUNDLED = ("default", "reference-site")
+_RULE_ID = re.compile(r"^[A-Z]{2,4}-[0-9]+[a-z]?$")
+
+Money = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class SiteModel(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    timezone: str = "Asia/Shanghai"
+    mode: Mode = Mode.ENFORCE
+    default_role: str = "staff"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+
+class NumberingModel(_Model):
+    access_code: str = Field(default="", pattern=r"^[0-9]{0,2}$")
+    local_area_code: str = Field(pattern=r"^0?[1-9][0-9]{1,3}$")
+    extensions: list[str] = []
+    carrier_prefixes: list[Annotated[str, Field(pattern=r"^[0-9]{4,6}$")]] = []
+    emergency: list[Annotated[str, Field(pattern=r"^[0-9]{3,6}$")]]
+    service: list[Annotated[str, Field(pattern=r"^[0-9]{2,8}$")]] = []
+    premium: list[Annotated[str, Field(pattern=r"^[0-9]{1,8}$")]] = []
+    mobile_prefixes: list[Annotated[str, Field(pattern=r"^1[0-9]$")]] = [
+        "13", "14", "15", "16", "17", "18", "19",
+    ]  # fmt: skip
+    local_first_digits: str = Field(default="2345678", pattern=r"^[0-9]+$")
+    local_lengths: list[Annotated[int, Field(ge=5, le=9)]] = [7, 8]
+    hk_macau: list[Annotated[str, Field(pattern=r"^[0-9]{1,4}$")]] = ["852", "853"]
+    taiwan: list[Annotated[str, Field(pattern=r"^[0-9]{1,4}$")]] = ["886"]
+
+    @field_validator("extensions")
+    @classmethod
+    def _ranges(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                ExtensionRange.parse(text)
+            except PolicyError as exc:
+                raise ValueError(exc.problem) from exc
+        return value
+
+
+class TrunkModel(_Model):
+    channel: str
+    dial_string: str
+    with_access_code: bool = False
+
+
+class PbxModel(_Model):
+    phone_channels: list[str] = Field(min_length=1)
+    trunks: list[TrunkModel] = Field(min_length=1)
+
+
+class RoleModel(_Model):
+    name_zh: str
+    name_en: str
+    allowed: list[NumberClass]
+    can_approve: bool = False
+
+
+class PersonModel(_Model):
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    department: str = Field(min_length=1)
+    role: str
+    extensions: list[Annotated[str, Field(pattern=r"^[0-9]+$")]] = []
+
+
+class LineModel(_Model):
+    extension: str = Field(pattern=r"^[0-9]+$")
+    name: str = Field(min_length=1)
+    use: LineUse = LineUse.ANY
+    allowed: list[NumberClass] = []
+    duty_line: str = ""
+    answer_within: int | None = Field(default=None, ge=1, le=300)
+
+
+class StepModel(_Model):
+    flat: Money = Decimal(0)
+    charge_multiple: Annotated[Decimal, Field(ge=0, le=1000)] = Decimal(0)
+    sanctions: list[Sanction] = []
+    per_class: dict[NumberClass, Money] = {}
+
+
+class RepeatModel(_Model):
+    threshold: int = Field(ge=1)
+    sanctions: list[Sanction] = []
+
+
+class PenaltyModel(_Model):
+    steps: list[StepModel] = Field(min_length=1)
+    window: CountWindow = CountWindow.QUARTER
+    ladder: str = ""
+    repeat_offender: RepeatModel | None = None
+    department_head_share: Annotated[Decimal, Field(ge=0, le=1)] = Decimal(0)
+
+
+class RuleModel(_Model):
+    title_zh: str = Field(min_length=1)
+    title_en: str = Field(min_length=1)
+    citation: str = Field(min_length=1)
+    penalty: PenaltyModel | None = None
+
+
+class RateModel(_Model):
+    per_minute: Money
+    increment_seconds: int = Field(default=60, ge=1, le=3600)
+
+
+class TariffModel(_Model):
+    version: str = "none"
+    by_prefix: dict[Annotated[str, Field(pattern=r"^[0-9]+$")], RateModel] = {}
+    by_class: dict[NumberClass, RateModel] = {}
+
+
+class AuthorizationModel(_Model):
+    pin_classes: list[NumberClass] = []
+
+
+class PolicyModel(_Model):
+    schema_: Literal[1] = Field(alias="schema")
+    extends: str | None = None
+    site: SiteModel
+    numbering: NumberingModel
+    pbx: PbxModel
+    roles: dict[str, RoleModel] = Field(min_length=1)
+    people: list[PersonModel] = []
+    lines: list[LineModel] = []
+    class_rules: dict[NumberClass, str] = {}
+    authorization: AuthorizationModel = AuthorizationModel()
+    rules: dict[str, RuleModel] = {}
+    tariff: TariffModel = TariffModel()
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPolicy:
+    """A policy with the channel plan that goes with it."""
+
+    policy: Policy
+    channels: ChannelPlan
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    name: str
+    text: str
+
+
+def load_policy(path: str | Path | None = None) -> LoadedPolicy:
+    """Load and validate a policy file, or the default bundle when ``path`` is None.
+
+    Raises:
+        PolicyError: the file is missing, not TOML, or not a valid policy (with file and line).
+    """
+    if path is None:
+        data, sources = _read_bundled("default", depth=0)
+    else:
+        data, sources = _read_file(Path(path), depth=0)
+    return _build(data, sources)
+
+
+def bundled_policy_path(name: str) -> str:
+    """Return a readable name for a bundled policy (for messages)."""
+    return f"<bundled {name}.toml>"
+
+
+def _read_bundled(name: str, depth: int) -> tuple[dict[str, Any], list[_Source]]:
+    try:
+        text = resources.files("pbxguard.policies").joinpath(f"{name}.toml").read_text("utf-8")
+    except FileNotFoundError as exc:
+        raise PolicyError(f"no bundled policy named {name!r}") from exc
+    return _parse(bundled_policy_path(name), text, base=None, depth=depth)
+
+
+def _read_file(path: Path, depth: int) -> tuple[dict[str, Any], list[_Source]]:
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError as exc:
+        raise PolicyError("file not found", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"not UTF-8 text ({exc.reason})", path=str(path)) from exc
+    except OSError as exc:
+        raise PolicyError(f"cannot read: {exc.strerror}", path=str(path)) from exc
+    return _parse(str(path), text, base=path.parent, depth=depth)
+
+
+def _parse(
+    name: str, text: str, *, base: Path | None, depth: int
+) -> tuple[dict[str, Any], list[_Source]]:
+    if depth > 5:
+        raise PolicyError("`extends` chain is deeper than 5 files (a loop?)", path=name)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = _toml_error_line(str(exc))
+        raise PolicyError(
+            f"not valid TOML: {_strip_position(str(exc))}", path=name, line=line
+        ) from exc
+    sources = [_Source(name, text)]
+    parent = data.get("extends")
+    if parent is None:
+        return data, sources
+    if not isinstance(parent, str):
+        raise PolicyError("`extends` must be a string", path=name, line=_locate(text, ("extends",)))
+    if parent in BUNDLED:
+        parent_data, parent_sources = _read_bundled(parent, depth + 1)
+    else:
+        root = base if base is not None else Path.cwd()
+        parent_data, parent_sources = _read_file(root / parent, depth + 1)
+    parent_data.pop("extends", None)
+    return _merge(parent_data, data), sources + parent_sources
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _build(data: dict[str, Any], sources: list[_Source]) -> LoadedPolicy:
+    names = tuple(s.name for s in sources)
+    try:
+        model = PolicyModel.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = tuple(error["loc"])
+        raise _located(sources, loc, _describe(error)) from exc
+    policy, channels = _to_domain(model, sources)
+    return LoadedPolicy(policy, channels, names)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = ".".join(str(p) for p in error["loc"])
+    message = str(error["msg"])
+    if error.get("type") == "extra_forbidden":
+        message = "unknown key (a typo?)"
+    return f"{loc}: {message}" if loc else message
+
+
+def _located(sources: Sequence[_Source], loc: tuple[Any, ...], problem: str) -> PolicyError:
+    for source in sources:
+        line = _locate(source.text, loc)
+        if line is not None:
+            return PolicyError(problem, path=source.name, line=line)
+    return PolicyError(problem, path=sources[0].name if sources else None)
+
+
+def _check(condition: bool, sources: Sequence[_Source], loc: tuple[Any, ...], problem: str) -> None:
+    if not condition:
+        raise _located(sources, loc, problem)
+
+
+def _to_domain(model: PolicyModel, sources: Sequence[_Source]) -> tuple[Policy, ChannelPlan]:
+    roles = {
+        role_id: Role(role_id, r.name_zh, r.name_en, frozenset(r.allowed), r.can_approve)
+        for role_id, r in model.roles.items()
+    }
+    _check(
+        model.site.default_role in roles,
+        sources,
+        ("site", "default_role"),
+        f"site.default_role: no role named {model.site.default_role!r}",
+    )
+    people: dict[str, Person] = {}
+    seen_ext: dict[str, str] = {}
+    for index, p in enumerate(model.people):
+        loc = ("people", index, "role")
+        _check(p.role in roles, sources, loc, f"people[{index}].role: no role named {p.role!r}")
+        _check(
+            p.id not in people, sources, ("people", index, "id"), f"duplicate person id {p.id!r}"
+        )
+        for ext in p.extensions:
+            _check(
+                ext not in seen_ext,
+                sources,
+                ("people", index, "extensions"),
+                f"extension {ext} belongs to both {seen_ext.get(ext)!r} and {p.id!r}",
+            )
+            seen_ext[ext] = p.id
+        people[p.id] = Person(p.id, p.name, p.department, p.role, tuple(p.extensions))
+    lines: dict[str, Line] = {}
+    for index, ln in enumerate(model.lines):
+        _check(
+            ln.extension not in lines,
+            sources,
+            ("lines", index, "extension"),
+            f"line {ln.extension} is listed twice",
+        )
+        lines[ln.extension] = Line(
+            ln.extension,
+            ln.name,
+            ln.use,
+            frozenset(ln.allowed),
+            ln.duty_line,
+            ln.answer_within,
+        )
+    rules: dict[str, Rule] = {}
+    for rule_id, r in model.rules.items():
+        _check(
+            bool(_RULE_ID.match(rule_id)),
+            sources,
+            ("rules", rule_id),
+            f"rule id {rule_id!r} must look like LD-2, PR-1, EM-1",
+        )
+        rules[rule_id] = Rule(rule_id, r.title_zh, r.title_en, r.citation, _penalty(r.penalty))
+    for number_class, rule_id in model.class_rules.items():
+        _check(
+            rule_id in rules,
+            sources,
+            ("class_rules", number_class.value),
+            f"class_rules.{number_class.value}: no rule named {rule_id!r}",
+        )
+    _check(
+        NumberClass.EMERGENCY not in model.authorization.pin_classes,
+        sources,
+        ("authorization", "pin_classes"),
+        "emergency numbers can never require an authorization code",
+    )
+    n = model.numbering
+    plan = NumberingPlan(
+        access_code=n.access_code,
+        local_area_code=n.local_area_code,
+        extensions=tuple(ExtensionRange.parse(e) for e in n.extensions),
+        carrier_prefixes=tuple(n.carrier_prefixes),
+        emergency=frozenset(n.emergency),
+        service=tuple(n.service),
+        premium=tuple(n.premium),
+        mobile_prefixes=tuple(n.mobile_prefixes),
+        local_first_digits=n.local_first_digits,
+        local_lengths=frozenset(n.local_lengths),
+        hk_macau=tuple(n.hk_macau),
+        taiwan=tuple(n.taiwan),
+    )
+    try:
+        channels = ChannelPlan.parse(
+            list(model.pbx.phone_channels),
+            [(t.channel, t.dial_string, t.with_access_code) for t in model.pbx.trunks],
+        )
+    except PolicyError as exc:
+        raise _located(sources, ("pbx",), exc.problem) from exc
+    tariff = Tariff(
+        version=model.tariff.version,
+        by_prefix={
+            k: Rate(v.per_minute, v.increment_seconds) for k, v in model.tariff.by_prefix.items()
+        },
+        by_class={
+            k.value: Rate(v.per_minute, v.increment_seconds)
+            for k, v in model.tariff.by_class.items()
+        },
+    )
+    digest = hashlib.sha256("\n\x00".join(s.text for s in sources).encode()).hexdigest()[:12]
+    policy = Policy(
+        site=model.site.name,
+        timezone=ZoneInfo(model.site.timezone),
+        mode=model.site.mode,
+        plan=plan,
+        classifier=NumberClassifier.compile(plan),
+        roles=roles,
+        people=people,
+        lines=lines,
+        rules=rules,
+        class_rules=dict(model.class_rules),
+        default_role=model.site.default_role,
+        pin_classes=frozenset(model.authorization.pin_classes),
+        tariff=tariff,
+        version=f"{digest}/{model.tariff.version}",
+    )
+    return policy, channels
+
+
+def _penalty(model: PenaltyModel | None) -> PenaltySpec | None:
+    if model is None:
+        return None
+    steps = tuple(
+        Step(
+            flat=s.flat,
+            charge_multiple=s.charge_multiple,
+            sanctions=tuple(s.sanctions),
+            per_class={k.value: v for k, v in s.per_class.items()},
+        )
+        for s in model.steps
+    )
+    repeat = (
+        RepeatOffender(model.repeat_offender.threshold, tuple(model.repeat_offender.sanctions))
+        if model.repeat_offender
+        else None
+    )
+    return PenaltySpec(
+        steps=steps,
+        window=model.window,
+        ladder=model.ladder,
+        repeat_offender=repeat,
+        department_head_share=model.department_head_share,
+    )
+
+
+# --- finding the line of a key path ------------------------------------------------------------
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.-]+)\s*=""")
+_TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def _toml_error_line(message: str) -> int | None:
+    match = _TOML_LINE.search(message)
+    return int(match.group(1)) if match else None
+
+
+def _strip_position(message: str) -> str:
+    return _TOML_LINE.sub("", message).strip()
+
+
+def _split_key(key: str) -> list[str]:
+    return [part.strip().strip("\"'") for part in key.split(".")]
+
+
+def _locate(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Return the 1-based line that defines the deepest found prefix of ``loc``."""
+    path = [str(p) for p in loc]
+    best: tuple[int, int] | None = None  # (matched length, line)
+    table: list[str] = []
+    counters: dict[tuple[str, ...], int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            parts = _split_key(header.group(2))
+            if header.group(1) == "[[":
+                key = tuple(parts)
+                counters[key] = counters.get(key, -1) + 1
+                table = [*parts, str(counters[key])]
+            else:
+                table = parts
+            best = _better(best, _matched(table, path), number)
+            continue
+        key_match = _KEY.match(line)
+        if key_match:
+            full = table + _split_key(key_match.group(1))
+            best = _better(best, _matched(full, path), number)
+    if best is None or best[0] == 0:
+        return None
+    return best[1]
+
+
+def _matched(candidate: list[str], path: list[str]) -> int:
+    if len(candidate) > len(path) or candidate != path[: len(candidate)]:
+        return 0
+    return len(candidate)
+
+
+def _better(best: tuple[int, int] | None, length: int, line: int) -> tuple[int, int] | None:
+    if length == 0:
+        return best
+    if best is None or length > best[0]:
+        return (length, line)
+    return best

@@ -1,0 +1,520 @@
+"""The call tracker: channel events in, effects out.
+
+Theory of operation
+-------------------
+Asterisk reports a call as several channels (the caller's phone, a Local pair, the trunk leg)
+sharing one ``Linkedid``; their events may interleave with other calls' and arrive out of order.
+`CallTracker` folds them into one `_Call` per Linkedid that knows who is calling, what was
+dialled, where the call is (dialling, ringing, answered, ended) and how long it talked.
+
+When a phone's call reaches an outbound trunk leg (``DialBegin`` to a channel the site's
+`ChannelPlan` calls a trunk) the tracker asks the injected ``judge`` for a `Decision`, and emits
+effects: record the decision, hang up the trunk leg (enforce mode, cause 21) and record the
+offence. Offences whose fine depends on the call's charge (PR-1) are recorded when the call ends,
+priced from the talk time and the policy's tariff. Calls to hotline and duty lines are timed from
+``DialBegin`` to ``DialEnd``: one not answered within the line's limit is an AN-1 offence.
+
+Like h11's connection object, the tracker owns mutable state but does no I/O and reads no clock:
+the same events always give the same effects. After every AMI login the shell feeds it a
+snapshot of the live channels (`ChannelSeen` ... `ResyncDone`) so calls that started or ended
+while the connection was down are caught up without judging anything twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from pbxguard.domain.channels import ChannelPlan
+from pbxguard.domain.evaluate import CallAttempt, Decision
+from pbxguard.domain.policy import Mode, Policy
+from pbxguard.domain.records import (
+    CallRef,
+    CallSummary,
+    DecisionRecord,
+    Layer,
+    OffenceDraft,
+    Outcome,
+)
+
+HANGUP_CAUSE_CALL_REJECTED = 21
+
+# --- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCreated:
+    """A channel appeared (AMI ``Newchannel``)."""
+
+    at: datetime
+    channel: str
+    uniqueid: str
+    linkedid: str
+    caller_num: str
+    caller_name: str
+    exten: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialBegan:
+    """A channel started dialling another (AMI ``DialBegin``)."""
+
+    at: datetime
+    channel: str
+    uniqueid: str
+    linkedid: str
+    caller_num: str
+    caller_name: str
+    exten: str
+    dest_channel: str
+    dest_uniqueid: str
+    dial_string: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialEnded:
+    """A dial attempt finished (AMI ``DialEnd``) with ANSWER, NOANSWER, BUSY, CANCEL ..."""
+
+    at: datetime
+    channel: str
+    linkedid: str
+    dest_channel: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelHungUp:
+    """A channel is gone (AMI ``Hangup``)."""
+
+    at: datetime
+    channel: str
+    uniqueid: str
+    linkedid: str
+    cause: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSeen:
+    """A live channel reported by a resync (AMI ``CoreShowChannel``)."""
+
+    at: datetime
+    channel: str
+    uniqueid: str
+    linkedid: str
+    caller_num: str
+    caller_name: str
+    exten: str
+    state: str
+    duration: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncDone:
+    """The resync snapshot is complete: every live channel has been seen."""
+
+    at: datetime
+
+
+ChannelEvent = ChannelCreated | DialBegan | DialEnded | ChannelHungUp | ChannelSeen | ResyncDone
+
+# --- effects --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HangupChannel:
+    """Hang up exactly this channel with this cause."""
+
+    channel: str
+    cause: int
+    linkedid: str
+    rule_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDecision:
+    """Store a decision in the ledger."""
+
+    record: DecisionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOffence:
+    """Price and store an offence in the ledger."""
+
+    draft: OffenceDraft
+
+
+@dataclass(frozen=True, slots=True)
+class RecordCall:
+    """Store a finished call (and its register entry, for long distance)."""
+
+    summary: CallSummary
+
+
+Effect = HangupChannel | RecordDecision | RecordOffence | RecordCall
+
+Judge = Callable[[CallAttempt, str, datetime], Decision]
+"""Decide a call attempt: (attempt, caller's Uniqueid, time) -> Decision."""
+
+OnDuty = Callable[[str, datetime], str | None]
+"""Who the rota has on duty on a shared line at a time (person id), if anyone."""
+
+
+def _nobody_on_duty(_line: str, _at: datetime) -> str | None:
+    return None
+
+
+@dataclass(slots=True)
+class _Ring:
+    """A call ringing a hotline or duty phone."""
+
+    extension: str
+    dest_channel: str
+    began: datetime
+
+
+@dataclass(slots=True)
+class _Call:
+    linkedid: str
+    uniqueid: str
+    channel: str
+    extension: str
+    caller_name: str
+    started_at: datetime
+    dialled: str = ""
+    outbound_channel: str = ""
+    decision: Decision | None = None
+    answered_at: datetime | None = None
+    outcome: str = ""
+    direction: str = "internal"
+    deferred: list[OffenceDraft] = field(default_factory=list)
+    channels: set[str] = field(default_factory=set)
+    rings: dict[str, _Ring] = field(default_factory=dict)
+
+
+class CallTracker:
+    """Fold channel events into calls and emit the effects the regulations require."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        channels: ChannelPlan,
+        judge: Judge,
+        *,
+        on_duty: OnDuty = _nobody_on_duty,
+    ) -> None:
+        self.policy = policy
+        self.channels = channels
+        self._judge = judge
+        self._on_duty = on_duty
+        self._calls: dict[str, _Call] = {}
+        self._channel_call: dict[str, str] = {}
+        self._resync_seen: set[str] = set()
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @property
+    def live_calls(self) -> int:
+        """How many calls are in progress."""
+        return len(self._calls)
+
+    def call_of(self, channel: str) -> str | None:
+        """Return the Linkedid of the call ``channel`` belongs to, if tracked."""
+        return self._channel_call.get(channel)
+
+    # -- the reducer --------------------------------------------------------------------------
+
+    def handle(self, event: ChannelEvent) -> list[Effect]:
+        """Apply one event and return the effects it causes."""
+        if isinstance(event, DialBegan):
+            return self._dial_began(event)
+        if isinstance(event, ChannelCreated):
+            self._channel_created(event)
+            return []
+        if isinstance(event, DialEnded):
+            return self._dial_ended(event)
+        if isinstance(event, ChannelHungUp):
+            return self._hung_up(event)
+        if isinstance(event, ChannelSeen):
+            return self._seen(event)
+        return self._resync_done(event)
+
+    def handle_all(self, events: Iterable[ChannelEvent]) -> list[Effect]:
+        """Apply events in order and return all their effects."""
+        effects: list[Effect] = []
+        for event in events:
+            effects.extend(self.handle(event))
+        return effects
+
+    def _call_for(
+        self,
+        *,
+        at: datetime,
+        channel: str,
+        uniqueid: str,
+        linkedid: str,
+        caller_num: str,
+        caller_name: str,
+    ) -> _Call:
+        call = self._calls.get(linkedid)
+        if call is None:
+            extension = self.channels.phone_extension(channel) or caller_num
+            call = _Call(linkedid, uniqueid, channel, extension, caller_name, at)
+            self._calls[linkedid] = call
+        call.channels.add(channel)
+        self._channel_call[channel] = linkedid
+        return call
+
+    def _channel_created(self, event: ChannelCreated) -> None:
+        call = self._call_for(
+            at=event.at,
+            channel=event.channel,
+            uniqueid=event.uniqueid,
+            linkedid=event.linkedid,
+            caller_num=event.caller_num,
+            caller_name=event.caller_name,
+        )
+        if event.channel == call.channel and not call.dialled:
+            call.dialled = event.exten
+
+    def _dial_began(self, event: DialBegan) -> list[Effect]:
+        call = self._call_for(
+            at=event.at,
+            channel=event.channel,
+            uniqueid=event.uniqueid,
+            linkedid=event.linkedid,
+            caller_num=event.caller_num,
+            caller_name=event.caller_name,
+        )
+        call.channels.add(event.dest_channel)
+        self._channel_call[event.dest_channel] = call.linkedid
+        trunk = self.channels.trunk_number(event.dest_channel, event.dial_string)
+        if trunk is not None:
+            number, with_access_code = trunk
+            return self._outbound(call, event.dest_channel, number, with_access_code, event.at)
+        extension = self.channels.phone_extension(event.dest_channel)
+        if extension is not None:
+            line = self.policy.line(extension)
+            if line is not None and line.answer_within is not None:
+                call.rings[event.dest_channel] = _Ring(extension, event.dest_channel, event.at)
+        return []
+
+    def _outbound(
+        self, call: _Call, trunk_channel: str, number: str, with_access_code: bool, at: datetime
+    ) -> list[Effect]:
+        call.direction = "outbound"
+        call.outbound_channel = trunk_channel
+        call.dialled = number
+        if call.decision is not None:
+            # A second trunk leg of a call already judged (failover route): judge it the same.
+            decision = call.decision
+        else:
+            decision = self._judge(
+                CallAttempt(call.extension, number, with_access_code=with_access_code),
+                call.uniqueid,
+                at,
+            )
+            call.decision = decision
+        ref = CallRef(call.linkedid, call.uniqueid, call.channel)
+        effects: list[Effect] = [
+            RecordDecision(
+                DecisionRecord(
+                    key=f"{self.policy.site}:{call.uniqueid}:ami:{trunk_channel}",
+                    at=at,
+                    call=ref,
+                    layer=Layer.AMI,
+                    extension=call.extension,
+                    person_id=decision.person_id,
+                    dialled=number,
+                    number=decision.classification.number,
+                    number_class=decision.number_class.value,
+                    verdict=decision.verdict.value,
+                    rule_id=decision.rule_id,
+                    reason_zh=decision.reason_zh,
+                    reason_en=decision.reason_en,
+                    approval_id=decision.approval_id,
+                    policy_version=decision.policy_version,
+                )
+            )
+        ]
+        if decision.allowed:
+            return effects
+        enforce = self.policy.mode is Mode.ENFORCE
+        outcome = Outcome.HUNG_UP if enforce else Outcome.MONITORED
+        call.outcome = outcome.value
+        if enforce:
+            effects.append(
+                HangupChannel(
+                    trunk_channel, HANGUP_CAUSE_CALL_REJECTED, call.linkedid, decision.rule_id
+                )
+            )
+        if decision.offence:
+            draft = self._offence_draft(call, decision, at, outcome)
+            rule = self.policy.rules.get(decision.rule_id)
+            needs_charge = (
+                rule is not None and rule.penalty is not None and rule.penalty.needs_charge
+            )
+            if needs_charge and not enforce:
+                if all(d.key != draft.key for d in call.deferred):
+                    call.deferred.append(draft)
+            else:
+                effects.append(RecordOffence(draft))
+        return effects
+
+    def _offence_draft(
+        self, call: _Call, decision: Decision, at: datetime, outcome: Outcome
+    ) -> OffenceDraft:
+        dialled = decision.classification.dialled
+        return OffenceDraft(
+            key=f"{self.policy.site}:{call.uniqueid}:{decision.rule_id}",
+            rule_id=decision.rule_id,
+            at=at,
+            call=CallRef(call.linkedid, call.uniqueid, call.channel),
+            extension=call.extension,
+            person_id=decision.person_id,
+            person_name=decision.person_name,
+            department=decision.department,
+            number=decision.classification.number,
+            number_class=decision.number_class.value,
+            outcome=outcome,
+            detail_zh=f"{call.extension} 拨打 {dialled}：{decision.reason_zh}",
+            detail_en=f"{call.extension} dialled {dialled}: {decision.reason_en}",
+            policy_version=decision.policy_version,
+        )
+
+    def _dial_ended(self, event: DialEnded) -> list[Effect]:
+        linkedid = self._channel_call.get(event.channel) or event.linkedid
+        call = self._calls.get(linkedid)
+        if call is None:
+            return []
+        if event.status == "ANSWER" and call.answered_at is None:
+            call.answered_at = event.at
+        ring = call.rings.pop(event.dest_channel, None)
+        if ring is None:
+            return []
+        return self._check_answer_time(call, ring, event)
+
+    def _check_answer_time(self, call: _Call, ring: _Ring, event: DialEnded) -> list[Effect]:
+        line = self.policy.line(ring.extension)
+        rule = self.policy.rules.get("AN-1")
+        if line is None or line.answer_within is None or rule is None:
+            return []
+        rang = event.at - ring.began
+        limit = timedelta(seconds=line.answer_within)
+        if event.status in ("CANCEL", "BUSY", "CONGESTION", "CHANUNAVAIL") or rang <= limit:
+            return []
+        if event.status not in ("ANSWER", "NOANSWER"):
+            return []
+        person_id = (self._on_duty(line.duty_line, ring.began) if line.duty_line else None) or ""
+        person = self.policy.people.get(person_id) or self.policy.person_at(ring.extension)
+        seconds = int(rang.total_seconds())
+        answered = event.status == "ANSWER"
+        zh = (
+            f"{line.name}响铃{seconds}秒{'后才接听' if answered else '无人接听'}"
+            f"（应在{line.answer_within}秒内接听）"
+        )
+        en = (
+            f"{line.name} rang {seconds}s "
+            f"{'before it was answered' if answered else 'and was not answered'} "
+            f"(limit {line.answer_within}s)"
+        )
+        draft = OffenceDraft(
+            key=f"{self.policy.site}:{call.uniqueid}:AN-1:{ring.dest_channel}",
+            rule_id=rule.id,
+            at=event.at,
+            call=CallRef(call.linkedid, call.uniqueid, call.channel),
+            extension=ring.extension,
+            person_id=person.id if person else "",
+            person_name=person.name if person else "",
+            department=person.department if person else "",
+            talk_time=timedelta(0),
+            outcome=Outcome.MONITORED,
+            detail_zh=zh,
+            detail_en=en,
+            policy_version=self.policy.version,
+        )
+        return [RecordOffence(draft)]
+
+    def _hung_up(self, event: ChannelHungUp) -> list[Effect]:
+        linkedid = self._channel_call.pop(event.channel, None) or event.linkedid
+        call = self._calls.get(linkedid)
+        if call is None:
+            return []
+        call.channels.discard(event.channel)
+        if event.channel != call.channel and call.channels:
+            return []
+        return self._finish(call, event.at)
+
+    def _finish(self, call: _Call, at: datetime) -> list[Effect]:
+        self._calls.pop(call.linkedid, None)
+        for channel in call.channels:
+            if self._channel_call.get(channel) == call.linkedid:
+                del self._channel_call[channel]
+        effects: list[Effect] = []
+        talk = at - call.answered_at if call.answered_at else timedelta(0)
+        decision = call.decision
+        for draft in call.deferred:
+            charge = self.policy.tariff.charge(draft.number, draft.number_class, talk)
+            effects.append(RecordOffence(replace(draft, charge=charge, talk_time=talk, at=at)))
+        if call.direction == "outbound" and decision is not None:
+            effects.append(
+                RecordCall(
+                    CallSummary(
+                        call=CallRef(call.linkedid, call.uniqueid, call.channel),
+                        extension=call.extension,
+                        person_id=decision.person_id,
+                        person_name=decision.person_name,
+                        department=decision.department,
+                        caller_name=call.caller_name,
+                        dialled=call.dialled,
+                        number=decision.classification.number,
+                        number_class=decision.number_class.value,
+                        direction=call.direction,
+                        started_at=call.started_at,
+                        answered_at=call.answered_at,
+                        ended_at=at,
+                        verdict=decision.verdict.value,
+                        rule_id=decision.rule_id,
+                        outcome=call.outcome or ("answered" if call.answered_at else "unanswered"),
+                    )
+                )
+            )
+        return effects
+
+    # -- resync -------------------------------------------------------------------------------
+
+    def _seen(self, event: ChannelSeen) -> list[Effect]:
+        self._resync_seen.add(event.channel)
+        call = self._calls.get(event.linkedid)
+        known = call is not None and event.channel in call.channels
+        call = self._call_for(
+            at=event.at - event.duration,
+            channel=event.channel,
+            uniqueid=event.uniqueid,
+            linkedid=event.linkedid,
+            caller_num=event.caller_num,
+            caller_name=event.caller_name,
+        )
+        if event.channel == call.channel and not call.dialled:
+            call.dialled = event.exten
+        if known or call.decision is not None:
+            return []
+        route = self.channels.trunk_route(event.channel)
+        if route is None:
+            return []
+        number = self.channels.number_in_channel(route, event.channel) or call.dialled
+        if event.state == "Up" and call.answered_at is None:
+            call.answered_at = event.at - event.duration
+        return self._outbound(call, event.channel, number, route.with_access_code, event.at)
+
+    def _resync_done(self, event: ResyncDone) -> list[Effect]:
+        effects: list[Effect] = []
+        for call in list(self._calls.values()):
+            call.channels &= self._resync_seen
+            if not call.channels:
+                effects.extend(self._finish(call, event.at))
+        for channel in [c for c in self._channel_call if c not in self._resync_seen]:
+            del self._channel_call[channel]
+        self._resync_seen = set()
+        return effects

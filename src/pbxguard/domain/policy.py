@@ -1,0 +1,151 @@
+"""The policy model: who may dial what, from which line, and what breaking a rule costs.
+
+Every amount, role and permission is data loaded from a policy file (see
+`pbxguard.adapters.policy_file`); nothing here encodes one reading of the regulations.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from pbxguard.domain.numbers import NumberClass, NumberClassifier, NumberingPlan
+from pbxguard.domain.penalties import PenaltySpec
+from pbxguard.domain.tariff import Tariff
+
+
+class Mode(enum.StrEnum):
+    """What the guard does with a forbidden call."""
+
+    ENFORCE = "enforce"  # refuse / hang up, and record
+    MONITOR = "monitor"  # only record
+
+
+class LineUse(enum.StrEnum):
+    """What a line may be used for, whoever holds the handset."""
+
+    ANY = "any"
+    EMERGENCY_ONLY = "emergency_only"  # the guard-room alarm phone (EM-1)
+    RECEIVE_ONLY = "receive_only"  # publicity and front-desk phones (OT-4)
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """A role from the regulations (一般员工, 部门负责人, 所长以上 ...) and what it may dial."""
+
+    id: str
+    name_zh: str
+    name_en: str
+    allowed: frozenset[NumberClass]
+    can_approve: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """A member of staff: department and role decide what they may dial."""
+
+    id: str
+    name: str
+    department: str
+    role: str
+    extensions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """A phone line with permissions of its own.
+
+    Attributes:
+        extension: the extension (PJSIP endpoint name).
+        name: what people call it (门卫室报警电话, 热线值班 1 ...).
+        use: what the line may be used for at all.
+        allowed: classes allowed from this line whoever dials (LD-11: long distance enabled on
+            the general office, fax and service-hotline lines).
+        duty_line: the rota line id for shared phones (guard_room, hotline, dispatch); the person
+            on duty answers for calls made from it.
+        answer_within: seconds within which calls to this line must be answered (AN-1: three
+            rings, 15 s by default), or None when the line has no such duty.
+    """
+
+    extension: str
+    name: str
+    use: LineUse = LineUse.ANY
+    allowed: frozenset[NumberClass] = frozenset()
+    duty_line: str = ""
+    answer_within: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One regulation: stable id, bilingual title, source article and penalty."""
+
+    id: str
+    title_zh: str
+    title_en: str
+    citation: str
+    penalty: PenaltySpec | None = None
+
+    @property
+    def has_penalty(self) -> bool:
+        """Tell whether breaking the rule is an offence for the ledger."""
+        return self.penalty is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A complete, validated policy bundle for one site.
+
+    Attributes:
+        site: the site's name (used in topics and ledger rows).
+        timezone: the site's timezone.
+        mode: enforce or monitor.
+        plan: the numbering plan; ``classifier`` is compiled from it once.
+        roles: roles by id.
+        people: people by id.
+        lines: lines with their own permissions, by extension.
+        rules: rules by id.
+        class_rules: the rule broken by dialling a class without permission.
+        default_role: the role of an extension missing from the directory (the most
+            restricted one).
+        pin_classes: classes a caller may unlock with an authorization code.
+        tariff: call charges.
+        version: a digest of the policy source, stored with every decision.
+    """
+
+    site: str
+    timezone: ZoneInfo
+    mode: Mode
+    plan: NumberingPlan
+    classifier: NumberClassifier
+    roles: Mapping[str, Role]
+    people: Mapping[str, Person]
+    lines: Mapping[str, Line]
+    rules: Mapping[str, Rule]
+    class_rules: Mapping[NumberClass, str]
+    default_role: str
+    pin_classes: frozenset[NumberClass] = frozenset()
+    tariff: Tariff = field(default_factory=Tariff)
+    version: str = "unversioned"
+    _by_extension: Mapping[str, Person] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        index = {ext: p for p in self.people.values() for ext in p.extensions}
+        object.__setattr__(self, "_by_extension", index)
+
+    def person_at(self, extension: str) -> Person | None:
+        """Return the person whose phone ``extension`` is, if the directory knows one."""
+        return self._by_extension.get(extension)
+
+    def line(self, extension: str) -> Line | None:
+        """Return the line settings of ``extension``, if it has any."""
+        return self.lines.get(extension)
+
+    def role_of(self, person: Person | None) -> Role:
+        """Return ``person``'s role, or the default role for an unknown caller."""
+        if person is not None:
+            role = self.roles.get(person.role)
+            if role is not None:
+                return role
+        return self.roles[self.default_role]

@@ -1,0 +1,1 @@
+"""Sans-I/O wire codecs for the Asterisk Manager Interface and FastAGI."""

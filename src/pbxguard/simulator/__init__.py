@@ -1,0 +1,1 @@
+"""A simulated PBX that speaks AMI, replaying recorded Asterisk sessions."""
