@@ -1,0 +1,136 @@
+"""Turn AMI messages into the core's channel events.
+
+Only the handful of events the tracker needs are translated; everything else (VarSet,
+Newexten, RTCP, security events ...) is dropped by one dictionary look-up, which keeps the
+ingest path cheap. Time comes from the ``Timestamp`` header when the PBX sends it
+(``timestampevents = yes``) and from the clock otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from pbxguard.domain.calls import (
+    ChannelCreated,
+    ChannelEvent,
+    ChannelHungUp,
+    ChannelSeen,
+    DialBegan,
+    DialEnded,
+)
+
+
+class AmiFields(Protocol):
+    """The part of an AMI message the translation reads."""
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """Return the first value of ``key`` (case-insensitive)."""
+
+
+def event_time(message: AmiFields, now: Callable[[], datetime]) -> datetime:
+    """Return when the event happened: its Timestamp header, else the clock."""
+    stamp = message.get("Timestamp")
+    if stamp:
+        try:
+            return datetime.fromtimestamp(float(stamp), UTC)
+        except (ValueError, OverflowError, OSError):
+            pass
+    return now()
+
+
+def _s(message: AmiFields, key: str) -> str:
+    return message.get(key) or ""
+
+
+def _created(m: AmiFields, at: datetime) -> ChannelEvent:
+    return ChannelCreated(
+        at=at,
+        channel=_s(m, "Channel"),
+        uniqueid=_s(m, "Uniqueid"),
+        linkedid=_s(m, "Linkedid") or _s(m, "Uniqueid"),
+        caller_num=_s(m, "CallerIDNum"),
+        caller_name=_s(m, "CallerIDName"),
+        exten=_s(m, "Exten"),
+    )
+
+
+def _dial_begin(m: AmiFields, at: datetime) -> ChannelEvent:
+    return DialBegan(
+        at=at,
+        channel=_s(m, "Channel"),
+        uniqueid=_s(m, "Uniqueid"),
+        linkedid=_s(m, "Linkedid") or _s(m, "Uniqueid"),
+        caller_num=_s(m, "CallerIDNum"),
+        caller_name=_s(m, "CallerIDName"),
+        exten=_s(m, "Exten"),
+        dest_channel=_s(m, "DestChannel"),
+        dest_uniqueid=_s(m, "DestUniqueid"),
+        dial_string=_s(m, "DialString"),
+    )
+
+
+def _dial_end(m: AmiFields, at: datetime) -> ChannelEvent:
+    return DialEnded(
+        at=at,
+        channel=_s(m, "Channel"),
+        linkedid=_s(m, "Linkedid") or _s(m, "Uniqueid"),
+        dest_channel=_s(m, "DestChannel"),
+        status=_s(m, "DialStatus"),
+    )
+
+
+def _hangup(m: AmiFields, at: datetime) -> ChannelEvent:
+    return ChannelHungUp(
+        at=at,
+        channel=_s(m, "Channel"),
+        uniqueid=_s(m, "Uniqueid"),
+        linkedid=_s(m, "Linkedid") or _s(m, "Uniqueid"),
+        cause=_s(m, "Cause"),
+    )
+
+
+_TRANSLATORS: dict[str, Callable[[AmiFields, datetime], ChannelEvent]] = {
+    "Newchannel": _created,
+    "DialBegin": _dial_begin,
+    "DialEnd": _dial_end,
+    "Hangup": _hangup,
+}
+
+
+def translate(message: AmiFields, now: Callable[[], datetime]) -> ChannelEvent | None:
+    """Return the channel event an AMI event means, or None when the tracker ignores it."""
+    name = message.get("Event")
+    if name is None:
+        return None
+    translator = _TRANSLATORS.get(name)
+    if translator is None:
+        return None
+    return translator(message, event_time(message, now))
+
+
+def _duration(text: str) -> timedelta:
+    """Parse CoreShowChannel's ``Duration`` (HH:MM:SS)."""
+    try:
+        hours, minutes, seconds = (int(part) for part in text.split(":"))
+    except ValueError:
+        return timedelta(0)
+    return timedelta(hours=hours, minutes=minutes, seconds=seconds)
+
+
+def channel_seen(message: AmiFields, at: datetime) -> ChannelSeen | None:
+    """Translate one ``CoreShowChannel`` list item, or None for anything else."""
+    if message.get("Event") != "CoreShowChannel":
+        return None
+    return ChannelSeen(
+        at=at,
+        channel=_s(message, "Channel"),
+        uniqueid=_s(message, "Uniqueid"),
+        linkedid=_s(message, "Linkedid") or _s(message, "Uniqueid"),
+        caller_num=_s(message, "CallerIDNum"),
+        caller_name=_s(message, "CallerIDName"),
+        exten=_s(message, "Exten"),
+        state=_s(message, "ChannelStateDesc"),
+        duration=_duration(_s(message, "Duration")),
+    )

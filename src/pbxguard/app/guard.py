@@ -1,0 +1,206 @@
+"""The guard: AMI events in, the core's effects carried out.
+
+The AMI client hands every event to `Guard.on_ami_message` synchronously, on the event loop.
+That path does only in-memory work: translate, fold into the call tracker, and start whatever
+the effects ask for. A hangup is sent at once (it races the far end answering); ledger writes go
+through an ordered queue drained by `Guard.run`, so a slow or absent database never delays
+enforcement, and the spooling ledger behind it never loses an entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from pbxguard.adapters.policy_file import LoadedPolicy
+from pbxguard.app.ami_events import channel_seen, translate
+from pbxguard.app.notifier import Notifier
+from pbxguard.app.ports import Clock, LedgerWriter, PbxControl
+from pbxguard.domain.approvals import Approval
+from pbxguard.domain.calls import (
+    CallTracker,
+    Effect,
+    HangupChannel,
+    OnDuty,
+    RecordCall,
+    RecordDecision,
+    RecordOffence,
+    ResyncDone,
+)
+from pbxguard.domain.evaluate import CallAttempt, Decision, evaluate
+from pbxguard.errors import PbxGuardError
+
+log = structlog.get_logger(__name__)
+
+ListAction = Callable[[str], Awaitable[list[Any]]]
+
+
+@dataclass(slots=True)
+class GuardStats:
+    """What the guard has done since it started."""
+
+    events: int = 0
+    decisions: int = 0
+    hangups_sent: int = 0
+    hangups_failed: int = 0
+    offences: int = 0
+    calls: int = 0
+    resyncs: int = 0
+
+
+class Guard:
+    """Feed AMI events to the core and carry out its effects through the ports."""
+
+    def __init__(
+        self,
+        loaded: LoadedPolicy,
+        *,
+        pbx: PbxControl,
+        ledger: LedgerWriter,
+        notifier: Notifier,
+        clock: Clock,
+        on_duty: OnDuty | None = None,
+        prejudged_capacity: int = 10_000,
+    ) -> None:
+        self.loaded = loaded
+        self._pbx = pbx
+        self._ledger = ledger
+        self._notifier = notifier
+        self._clock = clock
+        self._approvals: tuple[Approval, ...] = ()
+        self._prejudged: OrderedDict[str, Decision] = OrderedDict()
+        self._prejudged_capacity = prejudged_capacity
+        kwargs = {"on_duty": on_duty} if on_duty is not None else {}
+        self.tracker = CallTracker(loaded.policy, loaded.channels, self._judge, **kwargs)
+        self._writes: asyncio.Queue[Effect] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.stats = GuardStats()
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def on_ami_message(self, message: Any) -> None:
+        """Handle one AMI event (the AMI client's sink)."""
+        self.stats.events += 1
+        event = translate(message, self._clock.now)
+        if event is None:
+            return
+        self._apply(self.tracker.handle(event))
+
+    async def resync(self, list_action: ListAction) -> None:
+        """Catch up with the PBX after a (re)login: judge live calls not seen yet."""
+        items = await list_action("CoreShowChannels")
+        now = self._clock.now()
+        for item in items:
+            seen = channel_seen(item, now)
+            if seen is not None:
+                self._apply(self.tracker.handle(seen))
+        self._apply(self.tracker.handle(ResyncDone(now)))
+        self.stats.resyncs += 1
+        log.info("resync done", live_channels=len(items), live_calls=self.tracker.live_calls)
+
+    def remember_verdict(self, uniqueid: str, decision: Decision) -> None:
+        """Remember a FastAGI verdict so the AMI layer does not judge the call again."""
+        self._prejudged[uniqueid] = decision
+        self._prejudged.move_to_end(uniqueid)
+        while len(self._prejudged) > self._prejudged_capacity:
+            self._prejudged.popitem(last=False)
+
+    def set_approvals(self, approvals: Iterable[Approval]) -> None:
+        """Replace the approvals the guard consults."""
+        self._approvals = tuple(approvals)
+
+    def set_policy(self, loaded: LoadedPolicy) -> None:
+        """Switch to a newly loaded policy; calls in progress keep their decisions."""
+        self.loaded = loaded
+        self.tracker.policy = loaded.policy
+        self.tracker.channels = loaded.channels
+
+    def judge(self, attempt: CallAttempt, *, now: datetime, allow_pin: bool = False) -> Decision:
+        """Decide an attempt under the current policy and approvals."""
+        return evaluate(
+            attempt, self.loaded.policy, now=now, approvals=self._approvals, allow_pin=allow_pin
+        )
+
+    def _judge(self, attempt: CallAttempt, uniqueid: str, at: datetime) -> Decision:
+        prior = self._prejudged.get(uniqueid)
+        if prior is not None:
+            return prior
+        return self.judge(attempt, now=at)
+
+    # -- effects --------------------------------------------------------------------------
+
+    def _apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, HangupChannel):
+                self._start(self._hangup(effect))
+                continue
+            if isinstance(effect, RecordDecision):
+                self.stats.decisions += 1
+                self._notifier.decision_made(effect.record)
+            elif isinstance(effect, RecordOffence):
+                self.stats.offences += 1
+            elif isinstance(effect, RecordCall):
+                self.stats.calls += 1
+            self._idle.clear()
+            self._writes.put_nowait(effect)
+
+    def _start(self, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _hangup(self, effect: HangupChannel) -> None:
+        try:
+            await self._pbx.hangup(effect.channel, effect.cause)
+        except PbxGuardError as exc:
+            self.stats.hangups_failed += 1
+            log.warning(
+                "hangup failed", channel=effect.channel, rule=effect.rule_id, error=str(exc)
+            )
+            return
+        self.stats.hangups_sent += 1
+        log.info(
+            "call hung up", channel=effect.channel, rule=effect.rule_id, linkedid=effect.linkedid
+        )
+        self._notifier.call_hung_up(effect.channel, effect.linkedid, effect.rule_id)
+
+    async def run(self) -> None:
+        """Drain ledger writes in order, for ever (a task of the supervisor)."""
+        while True:
+            effect = await self._writes.get()
+            try:
+                await self._write(effect)
+            except PbxGuardError as exc:
+                log.exception("ledger write failed", effect=type(effect).__name__, error=str(exc))
+            finally:
+                self._writes.task_done()
+                if self._writes.empty():
+                    self._idle.set()
+
+    async def _write(self, effect: Effect) -> None:
+        policy = self.loaded.policy
+        if isinstance(effect, RecordDecision):
+            await self._ledger.record_decision(effect.record)
+        elif isinstance(effect, RecordOffence):
+            rule = policy.rules.get(effect.draft.rule_id)
+            if rule is None:
+                log.error("offence for unknown rule", rule=effect.draft.rule_id)
+                return
+            entry = await self._ledger.record_offence(effect.draft, rule, timezone=policy.timezone)
+            self._notifier.offence_recorded(effect.draft, rule, entry)
+        elif isinstance(effect, RecordCall):
+            await self._ledger.record_call(effect.summary)
+
+    async def drained(self) -> None:
+        """Wait until every queued ledger write and hangup has been carried out."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._idle.wait()
