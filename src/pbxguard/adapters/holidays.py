@@ -4,6 +4,12 @@ The State Council publishes each year's arrangement (放假安排) late in the p
 `chinese_calendar` releases follow it. Nothing here is typed by hand: the table is read from
 the library, and a year the installed release does not know is a `ConfigError` naming the
 year, never an empty table that would silently treat holidays as working days.
+
+`site_holiday_table` is what a running site uses: the years `chinese_calendar` knows, and for
+the years after them (a release lags the announcement by weeks) the public holidays of the
+`holidays` library's China calendar, which follows the statutory rules. Such a year has no
+adjusted working days until `chinese_calendar` catches up; its table says so in ``source``
+and the loader logs it, so nobody mistakes an estimate for the official arrangement.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from datetime import date, timedelta
 from importlib.metadata import PackageNotFoundError, version
 
 import chinese_calendar
+import holidays as holiday_rules
 
 from pbxguard.domain.calendars import HolidayTable, SpecialPeriod, holiday_runs
 from pbxguard.errors import ConfigError
@@ -95,9 +102,15 @@ def golden_weeks(
     adds each year's "Spring Festival" run.
     """
     last = first_year if last_year is None else last_year
-    table = holiday_table(first_year, last)
+    return golden_weeks_in(holiday_table(first_year, last), spring_festival=spring_festival)
+
+
+def golden_weeks_in(
+    table: HolidayTable, *, spring_festival: bool = False
+) -> tuple[SpecialPeriod, ...]:
+    """Return the Golden Week runs of every year ``table`` covers, in date order."""
     found: list[SpecialPeriod] = []
-    for year in range(first_year, last + 1):
+    for year in range(table.first_year, table.last_year + 1):
         for anchor in (date(year, 5, 1), date(year, 10, 1)):
             period = table.period_containing(anchor)
             if period is None:
@@ -105,6 +118,56 @@ def golden_weeks(
             found.append(period)
         if spring_festival:
             found.extend(
-                p for p in table.periods if p.name == SPRING_FESTIVAL and p.first.year == year
+                p for p in table.periods if SPRING_FESTIVAL in p.name and p.first.year == year
             )
     return tuple(sorted(set(found), key=lambda p: p.first))
+
+
+def _rules_label() -> str:
+    try:
+        return f"holidays {version('holidays')}"
+    except PackageNotFoundError:
+        return "holidays"
+
+
+def _statutory_holidays(year: int) -> dict[date, str]:
+    """Return the China public holidays the `holidays` library derives for ``year``."""
+    calendar = holiday_rules.country_holidays("CN", years=[year], language="en_US")
+    return {day: str(name) for day, name in calendar.items() if day.year == year}
+
+
+def site_holiday_table(*, recent_years: int = 2, years_ahead: int = 2) -> HolidayTable:
+    """Build the table a running site needs: recent official years plus the years ahead.
+
+    Args:
+        recent_years: how many of the newest years `chinese_calendar` knows to include.
+        years_ahead: how many years after those to fill from the statutory rules.
+
+    Returns:
+        One table; ``source`` names both libraries when the statutory fallback is used.
+    """
+    known = supported_years()
+    last_known = known.stop - 1
+    official = holiday_table(max(known.start, last_known - recent_years + 1), last_known)
+    if years_ahead <= 0:
+        return official
+    named = dict.fromkeys(official.public_holidays, "")
+    for period in official.periods:
+        day = period.first
+        while day <= period.last:
+            named[day] = period.name
+            day += _ONE_DAY
+    ahead = range(last_known + 1, last_known + 1 + years_ahead)
+    for year in ahead:
+        named.update(_statutory_holidays(year))
+    return HolidayTable(
+        first_year=official.first_year,
+        last_year=ahead.stop - 1,
+        public_holidays=frozenset(named),
+        adjusted_working_days=official.adjusted_working_days,
+        periods=holiday_runs({d: n for d, n in named.items() if n}),
+        source=(
+            f"{official.source} (official, to {last_known}); {_rules_label()} statutory "
+            f"holidays for {ahead.start}-{ahead.stop - 1} without adjusted working days"
+        ),
+    )

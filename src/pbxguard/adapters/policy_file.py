@@ -13,6 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, time
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pbxguard.adapters.holidays import golden_weeks_in, site_holiday_table
+from pbxguard.adapters.rota_file import load_rota
+from pbxguard.domain.calendars import (
+    AlwaysOn,
+    DailyWindow,
+    HolidayTable,
+    OperatingHours,
+    Schedule,
+    ScheduleRule,
+    SpecialPeriod,
+    TimeWindow,
+    Weekday,
+    WeeklyHours,
+    WorkingHours,
+)
 from pbxguard.domain.channels import ChannelPlan
 from pbxguard.domain.numbers import ExtensionRange, NumberClass, NumberClassifier, NumberingPlan
 from pbxguard.domain.penalties import (
@@ -31,8 +47,9 @@ from pbxguard.domain.penalties import (
     Step,
 )
 from pbxguard.domain.policy import Line, LineUse, Mode, Person, Policy, Role, Rule
+from pbxguard.domain.rota import DatedShift, Rota, WeeklyShift
 from pbxguard.domain.tariff import Rate, Tariff
-from pbxguard.errors import PolicyError
+from pbxguard.errors import ConfigError, PolicyError
 
 BUNDLED = ("default", "reference-site")
 _RULE_ID = re.compile(r"^[A-Z]{2,4}-[0-9]+[a-z]?$")
@@ -120,6 +137,57 @@ class LineModel(_Model):
     allowed: list[NumberClass] = []
     duty_line: str = ""
     answer_within: int | None = Field(default=None, ge=1, le=300)
+    standby: str = ""
+    standby_rule: str = ""
+    coverage: bool = False
+    occupancy_grace: int | None = Field(default=None, ge=0, le=3600)
+    cut_occupancy: bool = False
+    reject_rule: str = ""
+    business_numbers: list[Annotated[str, Field(pattern=r"^[0-9]+$")]] = []
+    operating: str = ""
+
+
+_HOURS = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-4]):[0-5][0-9]$"
+
+
+class PeriodModel(_Model):
+    name: str = Field(min_length=1)
+    first: date
+    last: date
+
+
+class CalendarModel(_Model):
+    holidays: Literal["china", "none"] = "china"
+    golden_weeks: bool = True
+    spring_festival: bool = False
+    periods: list[PeriodModel] = []
+
+
+class ScheduleModel(_Model):
+    kind: Literal["always", "daily", "operating_hours", "working_hours"]
+    hours: list[Annotated[str, Field(pattern=_HOURS)]] = []
+    weekdays: list[Annotated[int, Field(ge=1, le=7)]] = [1, 2, 3, 4, 5]
+    special_periods_24h: bool = False
+
+
+class WeeklyShiftModel(_Model):
+    line: str = Field(min_length=1)
+    person: str = Field(min_length=1)
+    weekdays: list[Annotated[int, Field(ge=1, le=7)]] = Field(min_length=1)
+    hours: Annotated[str, Field(pattern=_HOURS)]
+
+
+class DatedShiftModel(_Model):
+    line: str = Field(min_length=1)
+    person: str = Field(min_length=1)
+    start: datetime
+    end: datetime
+
+
+class RotaModel(_Model):
+    file: str | None = None
+    weekly: list[WeeklyShiftModel] = []
+    dated: list[DatedShiftModel] = []
 
 
 class StepModel(_Model):
@@ -177,6 +245,9 @@ class PolicyModel(_Model):
     authorization: AuthorizationModel = AuthorizationModel()
     rules: dict[str, RuleModel] = {}
     tariff: TariffModel = TariffModel()
+    calendar: CalendarModel = CalendarModel()
+    schedules: dict[str, ScheduleModel] = {}
+    rota: RotaModel = RotaModel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +352,81 @@ def _build(data: dict[str, Any], sources: list[_Source]) -> LoadedPolicy:
     return LoadedPolicy(policy, channels, names)
 
 
+def _window(text: str) -> TimeWindow:
+    start, end = text.split("-")
+    return TimeWindow(_clock_time(start), _clock_time(end))
+
+
+def _clock_time(text: str) -> time:
+    hours, minutes = (int(p) for p in text.split(":"))
+    return time(0, 0) if hours == 24 else time(hours, minutes)
+
+
+def _schedules(model: PolicyModel, tz: ZoneInfo, sources: Sequence[_Source]) -> dict[str, Schedule]:
+    """Build the named schedules, with holidays from the library and the special periods."""
+    calendar = model.calendar
+    holidays = HolidayTable.without_holidays()
+    periods: list[SpecialPeriod] = [
+        SpecialPeriod(p.name, p.first, p.last) for p in calendar.periods
+    ]
+    if calendar.holidays == "china":
+        holidays = site_holiday_table()
+        if calendar.golden_weeks:
+            periods.extend(golden_weeks_in(holidays, spring_festival=calendar.spring_festival))
+    schedules: dict[str, Schedule] = {"always": Schedule.always(tz)}
+    for name, sm in model.schedules.items():
+        windows = tuple(_window(h) for h in sm.hours) or (TimeWindow.all_day(),)
+        weekly = WeeklyHours.on([d - 1 for d in sm.weekdays], *windows)
+        rule: ScheduleRule
+        if sm.kind == "always":
+            rule = AlwaysOn()
+        elif sm.kind == "daily":
+            _check(
+                len(windows) == 1,
+                sources,
+                ("schedules", name, "hours"),
+                "a daily schedule has one window",
+            )
+            rule = DailyWindow(windows[0])
+        elif sm.kind == "operating_hours":
+            rule = OperatingHours(weekly)
+        else:
+            rule = WorkingHours(weekly, holidays)
+        schedule = Schedule(rule, tz)
+        if sm.special_periods_24h:
+            schedule = schedule.with_special_periods(periods)
+        schedules[name] = schedule
+    return schedules
+
+
+def _rota(model: PolicyModel, tz: ZoneInfo, sources: Sequence[_Source]) -> Rota | None:
+    rm = model.rota
+    if rm.file is None and not rm.weekly and not rm.dated:
+        return None
+    rota = Rota(tz)
+    if rm.file is not None:
+        origin = sources[0].name
+        base = Path(origin).parent if not origin.startswith("<") else Path.cwd()
+        path = Path(rm.file) if Path(rm.file).is_absolute() else base / rm.file
+        rota = load_rota(path, tz)
+    for index, ws in enumerate(rm.weekly):
+        for day in ws.weekdays:
+            try:
+                rota = rota.with_shift(
+                    WeeklyShift(ws.line, ws.person, Weekday(day - 1), _window(ws.hours))
+                )
+            except ConfigError as exc:
+                raise _located(sources, ("rota", "weekly", index), str(exc)) from exc
+    for index, ds in enumerate(rm.dated):
+        start = ds.start if ds.start.tzinfo else ds.start.replace(tzinfo=tz)
+        end = ds.end if ds.end.tzinfo else ds.end.replace(tzinfo=tz)
+        try:
+            rota = rota.with_shift(DatedShift(ds.line, ds.person, start, end))
+        except ConfigError as exc:
+            raise _located(sources, ("rota", "dated", index), str(exc)) from exc
+    return rota
+
+
 def _describe(error: Mapping[str, Any]) -> str:
     loc = ".".join(str(p) for p in error["loc"])
     message = str(error["msg"])
@@ -345,6 +491,14 @@ def _to_domain(model: PolicyModel, sources: Sequence[_Source]) -> tuple[Policy, 
             frozenset(ln.allowed),
             ln.duty_line,
             ln.answer_within,
+            standby=ln.standby,
+            standby_rule=ln.standby_rule,
+            coverage=ln.coverage,
+            occupancy_grace=ln.occupancy_grace,
+            cut_occupancy=ln.cut_occupancy,
+            reject_rule=ln.reject_rule,
+            business_numbers=tuple(ln.business_numbers),
+            operating=ln.operating,
         )
     rules: dict[str, Rule] = {}
     for rule_id, r in model.rules.items():
@@ -400,10 +554,36 @@ def _to_domain(model: PolicyModel, sources: Sequence[_Source]) -> tuple[Policy, 
             for k, v in model.tariff.by_class.items()
         },
     )
+    tz = ZoneInfo(model.site.timezone)
+    schedules = _schedules(model, tz, sources)
+    for index, ln in enumerate(model.lines):
+        for key in ("standby", "operating"):
+            name = getattr(ln, key)
+            _check(
+                not name or name in schedules,
+                sources,
+                ("lines", index, key),
+                f"lines[{index}].{key}: no schedule named {name!r}",
+            )
+        for key in ("standby_rule", "reject_rule"):
+            rule_id = getattr(ln, key)
+            _check(
+                not rule_id or rule_id in rules,
+                sources,
+                ("lines", index, key),
+                f"lines[{index}].{key}: no rule named {rule_id!r}",
+            )
+        _check(
+            bool(ln.standby) == bool(ln.standby_rule),
+            sources,
+            ("lines", index, "standby"),
+            f"lines[{index}]: standby and standby_rule go together",
+        )
+    rota = _rota(model, tz, sources)
     digest = hashlib.sha256("\n\x00".join(s.text for s in sources).encode()).hexdigest()[:12]
     policy = Policy(
         site=model.site.name,
-        timezone=ZoneInfo(model.site.timezone),
+        timezone=tz,
         mode=model.site.mode,
         plan=plan,
         classifier=NumberClassifier.compile(plan),
@@ -416,6 +596,8 @@ def _to_domain(model: PolicyModel, sources: Sequence[_Source]) -> tuple[Policy, 
         pin_classes=frozenset(model.authorization.pin_classes),
         tariff=tariff,
         version=f"{digest}/{model.tariff.version}",
+        schedules=schedules,
+        rota=rota,
     )
     return policy, channels
 

@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+from pbxguard.domain.calendars import Schedule
 from pbxguard.domain.numbers import NumberClass, NumberClassifier, NumberingPlan
 from pbxguard.domain.penalties import PenaltySpec
+from pbxguard.domain.rota import Rota
 from pbxguard.domain.tariff import Tariff
 
 
@@ -67,6 +69,15 @@ class Line:
             on duty answers for calls made from it.
         answer_within: seconds within which calls to this line must be answered (AN-1: three
             rings, 15 s by default), or None when the line has no such duty.
+        standby: the schedule (by name) during which the phone must be reachable.
+        standby_rule: the rule an outage inside that schedule breaks (EM-2, DT-1, DT-5, DT-9).
+        coverage: whether the line's duty group must always have someone reachable (AN-2).
+        occupancy_grace: for the alarm phone, how long (seconds) an inbound non-emergency call
+            may occupy it before it is an EM-1 offence; None to leave inbound calls alone.
+        cut_occupancy: whether such a call is also hung up (enforce mode only).
+        reject_rule: the rule broken by rejecting an internal call on this phone (DT-2).
+        business_numbers: number prefixes that are business destinations (DT-3 dispatch phones).
+        operating: the schedule (by name) of operating hours, for DT-3.
     """
 
     extension: str
@@ -75,6 +86,14 @@ class Line:
     allowed: frozenset[NumberClass] = frozenset()
     duty_line: str = ""
     answer_within: int | None = None
+    standby: str = ""
+    standby_rule: str = ""
+    coverage: bool = False
+    occupancy_grace: int | None = None
+    cut_occupancy: bool = False
+    reject_rule: str = ""
+    business_numbers: tuple[str, ...] = ()
+    operating: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +131,8 @@ class Policy:
         pin_classes: classes a caller may unlock with an authorization code.
         tariff: call charges.
         version: a digest of the policy source, stored with every decision.
+        schedules: named schedules (working hours, daily standby windows, always).
+        rota: who is on duty on the shared lines, when the policy has one.
     """
 
     site: str
@@ -128,6 +149,8 @@ class Policy:
     pin_classes: frozenset[NumberClass] = frozenset()
     tariff: Tariff = field(default_factory=Tariff)
     version: str = "unversioned"
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
+    rota: Rota | None = None
     _by_extension: Mapping[str, Person] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
