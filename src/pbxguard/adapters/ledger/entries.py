@@ -1,0 +1,163 @@
+"""What the ledger gives back: stored offences, adjustments, register lines, totals."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from pbxguard.domain.penalties import ZERO, Fine, Sanction
+from pbxguard.domain.records import CallRef, Outcome
+
+
+class AdjustmentKind(enum.StrEnum):
+    """What an adjustment does to an offence."""
+
+    WAIVER = "waiver"  # excused (无特殊原因 … has a special reason): amount 0
+    APPEAL = "appeal"  # the person appealed; the fine stands until decided
+    APPEAL_ALLOWED = "appeal_allowed"  # the appeal succeeded: amount 0
+    APPEAL_DISMISSED = "appeal_dismissed"  # the appeal failed: the fine stands
+
+    @property
+    def excuses(self) -> bool:
+        """Tell whether this adjustment cancels the fine."""
+        return self in (AdjustmentKind.WAIVER, AdjustmentKind.APPEAL_ALLOWED)
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """A waiver, appeal or appeal decision recorded against an offence."""
+
+    id: int
+    offence_id: int
+    kind: AdjustmentKind
+    by: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OffenceEntry:
+    """An offence as the ledger stored it, with the adjustments recorded since.
+
+    Attributes:
+        id: the ledger's row id (what adjustments refer to).
+        key: the idempotency key it was recorded under.
+        ladder: the escalation ladder its prior offences were counted under.
+        fine: the fine assessed when it was recorded; ``amount`` applies the adjustments.
+        adjustments: waivers, appeals and decisions, oldest first.
+    """
+
+    id: int
+    key: str
+    rule_id: str
+    ladder: str
+    rule_title_zh: str
+    rule_title_en: str
+    citation: str
+    at: datetime
+    call: CallRef | None
+    extension: str
+    person_id: str
+    person_name: str
+    department: str
+    number: str
+    number_class: str
+    talk_time: timedelta
+    outcome: Outcome
+    fine: Fine
+    detail_zh: str
+    detail_en: str
+    policy_version: str
+    adjustments: tuple[Adjustment, ...] = ()
+
+    @property
+    def excused(self) -> bool:
+        """Tell whether a waiver or an allowed appeal cancelled the fine."""
+        return any(a.kind.excuses for a in self.adjustments)
+
+    @property
+    def appeal_pending(self) -> bool:
+        """Tell whether an appeal was filed and not yet decided."""
+        pending = False
+        for adjustment in self.adjustments:
+            if adjustment.kind is AdjustmentKind.APPEAL:
+                pending = True
+            elif adjustment.kind in (
+                AdjustmentKind.APPEAL_ALLOWED,
+                AdjustmentKind.APPEAL_DISMISSED,
+            ):
+                pending = False
+        return pending
+
+    @property
+    def amount(self) -> Decimal:
+        """Return what is owed: the assessed amount, or 0 once excused."""
+        return ZERO if self.excused else self.fine.amount
+
+    @property
+    def department_head_amount(self) -> Decimal:
+        """Return the department head's joint share still owed."""
+        return ZERO if self.excused else self.fine.department_head_amount
+
+    @property
+    def sanctions(self) -> tuple[Sanction, ...]:
+        """Return the sanctions still in force."""
+        return () if self.excused else self.fine.sanctions
+
+    @property
+    def charge(self) -> Decimal:
+        """Return the call's charge the fine was computed from."""
+        return self.fine.charge
+
+    @property
+    def escalation_step(self) -> int:
+        """Return the rung of the ladder this offence was priced at."""
+        return self.fine.escalation_step
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterEntry:
+    """A line of the long-distance register (长话登记表, REGULATIONS.md §2 LD-4, LD-10).
+
+    Attributes:
+        started_at: when the call was answered (the billed time starts there).
+        subject: 联络事项, "" until filled.
+        outcome: 交涉结果, "" until filled.
+        filled_by: who filled it in last, "" until filled.
+        filled_at: when, None until filled.
+    """
+
+    id: int
+    call: CallRef
+    caller_person_id: str
+    caller_name: str
+    department: str
+    extension: str
+    callee_number: str
+    callee_name: str
+    number_class: str
+    started_at: datetime
+    ended_at: datetime
+    duration: timedelta
+    subject: str = ""
+    outcome: str = ""
+    filled_by: str = ""
+    filled_at: datetime | None = None
+
+    @property
+    def filled(self) -> bool:
+        """Tell whether someone has written the subject and outcome in."""
+        return self.filled_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class FineTotal:
+    """What one person or department owes for a month, after adjustments."""
+
+    subject: str
+    offences: int
+    amount: Decimal
+    department_head_amount: Decimal
+    excused: int
