@@ -8,7 +8,7 @@ ingest path cheap. Time comes from the ``Timestamp`` header when the PBX sends i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -19,6 +19,18 @@ from pbxguard.domain.calls import (
     ChannelSeen,
     DialBegan,
     DialEnded,
+)
+from pbxguard.domain.endpoints import (
+    ContactEntry,
+    ContactStatus,
+    ContactStatusChanged,
+    DeviceEntry,
+    DeviceState,
+    DeviceStateChanged,
+    EndpointEvent,
+    EndpointSnapshot,
+    PeerStatus,
+    PeerStatusChanged,
 )
 
 
@@ -134,3 +146,56 @@ def channel_seen(message: AmiFields, at: datetime) -> ChannelSeen | None:
         state=_s(message, "ChannelStateDesc"),
         duration=_duration(_s(message, "Duration")),
     )
+
+
+def endpoint_event(message: AmiFields, now: Callable[[], datetime]) -> EndpointEvent | None:
+    """Translate DeviceStateChange, ContactStatus and PeerStatus, or None for anything else."""
+    name = message.get("Event")
+    if name == "DeviceStateChange":
+        return DeviceStateChanged(
+            _s(message, "Device"), DeviceState.parse(_s(message, "State")), event_time(message, now)
+        )
+    if name == "ContactStatus":
+        status = ContactStatus.parse(_s(message, "ContactStatus"))
+        if status is None:
+            return None
+        return ContactStatusChanged(
+            aor=_s(message, "AOR"),
+            uri=_s(message, "URI"),
+            status=status,
+            at=event_time(message, now),
+            endpoint=message.get("EndpointName") or None,
+        )
+    if name == "PeerStatus":
+        return PeerStatusChanged(
+            _s(message, "Peer"),
+            PeerStatus.parse(_s(message, "PeerStatus")),
+            event_time(message, now),
+        )
+    return None
+
+
+ENDPOINT_EVENTS = frozenset({"DeviceStateChange", "ContactStatus", "PeerStatus"})
+
+
+def endpoint_snapshot(
+    devices: Iterable[AmiFields], contacts: Iterable[AmiFields] | None, at: datetime
+) -> EndpointSnapshot:
+    """Build a snapshot from ``DeviceStateList`` and ``PJSIPShowContacts`` listings."""
+    device_entries = tuple(
+        DeviceEntry(_s(m, "Device"), DeviceState.parse(_s(m, "State")))
+        for m in devices
+        if m.get("Device")
+    )
+    if contacts is None:
+        return EndpointSnapshot(at, device_entries, None)
+    contact_entries: list[ContactEntry] = []
+    for m in contacts:
+        status = ContactStatus.parse(_s(m, "Status"))
+        if status is None:
+            continue
+        aor = _s(m, "ObjectName").split(";@", 1)[0] or _s(m, "Aor")
+        contact_entries.append(
+            ContactEntry(aor=aor, uri=_s(m, "Uri"), status=status, endpoint=m.get("Endpoint"))
+        )
+    return EndpointSnapshot(at, device_entries, tuple(contact_entries))

@@ -10,16 +10,23 @@ enforcement, and the spooling ledger behind it never loses an entry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
 from pbxguard.adapters.policy_file import LoadedPolicy
-from pbxguard.app.ami_events import channel_seen, translate
+from pbxguard.app.ami_events import (
+    ENDPOINT_EVENTS,
+    channel_seen,
+    endpoint_event,
+    endpoint_snapshot,
+    translate,
+)
 from pbxguard.app.notifier import Notifier
 from pbxguard.app.ports import Clock, LedgerWriter, PbxControl
 from pbxguard.domain.approvals import Approval
@@ -27,18 +34,52 @@ from pbxguard.domain.calls import (
     CallTracker,
     Effect,
     HangupChannel,
-    OnDuty,
     RecordCall,
     RecordDecision,
     RecordOffence,
     ResyncDone,
 )
+from pbxguard.domain.endpoints import EndpointBook
 from pbxguard.domain.evaluate import CallAttempt, Decision, evaluate
-from pbxguard.errors import PbxGuardError
+from pbxguard.domain.policy import LineUse, Policy
+from pbxguard.domain.rota import Rota
+from pbxguard.domain.standby import ClearAlert, RaiseAlert, StandbyEffect, StandbyWatch, WatchedLine
+from pbxguard.errors import AmiActionError, PbxGuardError
 
 log = structlog.get_logger(__name__)
 
 ListAction = Callable[[str], Awaitable[list[Any]]]
+
+#: The longest the timer task sleeps without looking again (the PBX clock may drift).
+MAX_TIMER_SLEEP = 30.0
+
+
+def watched_lines(policy: Policy) -> list[WatchedLine]:
+    """Return the phones the standby watch protects: lines with a standby schedule."""
+    return [
+        WatchedLine(
+            extension=line.extension,
+            name=line.name,
+            rule_id=line.standby_rule,
+            schedule=policy.schedules[line.standby],
+            duty_line=line.duty_line,
+            alert_any_hour=line.use is LineUse.EMERGENCY_ONLY,
+            coverage=line.coverage,
+        )
+        for line in policy.lines.values()
+        if line.standby
+    ]
+
+
+def standby_watch(policy: Policy) -> StandbyWatch:
+    """Build the standby watch for a policy."""
+    return StandbyWatch(
+        watched_lines(policy),
+        policy.rota or Rota(policy.timezone),
+        policy.people,
+        site=policy.site,
+        policy_version=policy.version,
+    )
 
 
 @dataclass(slots=True)
@@ -52,6 +93,7 @@ class GuardStats:
     offences: int = 0
     calls: int = 0
     resyncs: int = 0
+    alerts: int = 0
 
 
 class Guard:
@@ -65,7 +107,6 @@ class Guard:
         ledger: LedgerWriter,
         notifier: Notifier,
         clock: Clock,
-        on_duty: OnDuty | None = None,
         prejudged_capacity: int = 10_000,
     ) -> None:
         self.loaded = loaded
@@ -76,8 +117,14 @@ class Guard:
         self._approvals: tuple[Approval, ...] = ()
         self._prejudged: OrderedDict[str, Decision] = OrderedDict()
         self._prejudged_capacity = prejudged_capacity
-        kwargs = {"on_duty": on_duty} if on_duty is not None else {}
-        self.tracker = CallTracker(loaded.policy, loaded.channels, self._judge, **kwargs)
+        self.tracker = CallTracker(
+            loaded.policy, loaded.channels, self._judge, on_duty=self._on_duty
+        )
+        self.endpoints = EndpointBook()
+        self.watch = standby_watch(loaded.policy)
+        self._skew = timedelta(0)
+        self._timer_wake = asyncio.Event()
+        self._last_due: datetime | None = None
         self._writes: asyncio.Queue[Effect] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
@@ -91,8 +138,37 @@ class Guard:
         self.stats.events += 1
         event = translate(message, self._clock.now)
         if event is None:
+            if message.get("Event") in ENDPOINT_EVENTS:
+                self._endpoint_message(message)
             return
+        self._skew = event.at - self._clock.now()
         self._apply(self.tracker.handle(event))
+        due = self.tracker.next_due()
+        if due is not None and due <= event.at:
+            self._apply(self.tracker.due(event.at))
+            due = self.tracker.next_due()
+        if due != self._last_due:
+            self._last_due = due
+            self._timer_wake.set()
+
+    def _endpoint_message(self, message: Any) -> None:
+        event = endpoint_event(message, self._clock.now)
+        if event is None:
+            return
+        self._skew = event.at - self._clock.now()
+        self.endpoints, changes = self.endpoints.apply(event)
+        for change in changes:
+            self._apply(self.watch.on_change(change))
+        if changes:
+            self._timer_wake.set()
+
+    def pbx_now(self) -> datetime:
+        """Return the PBX's time: the clock, corrected by the last event's Timestamp."""
+        return self._clock.now() + self._skew
+
+    def _on_duty(self, line: str, at: datetime) -> str | None:
+        rota = self.loaded.policy.rota
+        return rota.on_duty(line, at) if rota is not None else None
 
     async def resync(self, list_action: ListAction) -> None:
         """Catch up with the PBX after a (re)login: judge live calls not seen yet."""
@@ -103,6 +179,16 @@ class Guard:
             if seen is not None:
                 self._apply(self.tracker.handle(seen))
         self._apply(self.tracker.handle(ResyncDone(now)))
+        devices = await list_action("DeviceStateList")
+        try:
+            contacts: list[Any] | None = await list_action("PJSIPShowContacts")
+        except AmiActionError:
+            contacts = []  # Asterisk answers an empty contact list with an error
+        self.endpoints, changes = self.endpoints.resync(endpoint_snapshot(devices, contacts, now))
+        for change in changes:
+            self._apply(self.watch.on_change(change))
+        self._apply(self.watch.on_resync(now))
+        self._timer_wake.set()
         self.stats.resyncs += 1
         log.info("resync done", live_channels=len(items), live_calls=self.tracker.live_calls)
 
@@ -117,11 +203,43 @@ class Guard:
         """Replace the approvals the guard consults."""
         self._approvals = tuple(approvals)
 
+    def update_approval(self, approval: Approval) -> None:
+        """Replace one approval (after a use was counted) so it is not over-used."""
+        others = tuple(a for a in self._approvals if a.id != approval.id)
+        self._approvals = (*others, approval)
+
+    def submit(self, effects: Sequence[Effect]) -> None:
+        """Carry out effects produced outside the tracker (the pre-dial gate's records)."""
+        self._apply(effects)
+
+    async def run_timers(self) -> None:
+        """Tick the standby watch and the tracker's timers when they are due, for ever."""
+        while True:
+            now = self.pbx_now()
+            self._apply(self.watch.tick(now))
+            self._apply(self.tracker.due(now))
+            deadlines = [
+                d for d in (self.watch.next_wakeup(now), self.tracker.next_due()) if d is not None
+            ]
+            delay = (
+                min((d - now).total_seconds() for d in deadlines) if deadlines else MAX_TIMER_SLEEP
+            )
+            self._timer_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._timer_wake.wait(), max(0.01, min(delay, MAX_TIMER_SLEEP))
+                )
+
+    def flush(self) -> None:
+        """Record the outages still under way (before shutting down)."""
+        self._apply(self.watch.flush(self.pbx_now()))
+
     def set_policy(self, loaded: LoadedPolicy) -> None:
         """Switch to a newly loaded policy; calls in progress keep their decisions."""
         self.loaded = loaded
         self.tracker.policy = loaded.policy
         self.tracker.channels = loaded.channels
+        self.watch.set_rota(loaded.policy.rota or Rota(loaded.policy.timezone))
 
     def judge(self, attempt: CallAttempt, *, now: datetime, allow_pin: bool = False) -> Decision:
         """Decide an attempt under the current policy and approvals."""
@@ -137,10 +255,26 @@ class Guard:
 
     # -- effects --------------------------------------------------------------------------
 
-    def _apply(self, effects: list[Effect]) -> None:
+    def _apply(self, effects: Sequence[Effect | StandbyEffect]) -> None:
         for effect in effects:
             if isinstance(effect, HangupChannel):
                 self._start(self._hangup(effect))
+                continue
+            if isinstance(effect, RaiseAlert):
+                self.stats.alerts += 1
+                log.warning(
+                    "alert",
+                    kind=effect.kind.value,
+                    line=effect.extension or effect.duty_line,
+                    rule=effect.rule_id,
+                    repeat=effect.repeat,
+                    message=effect.message_en,
+                )
+                self._notifier.alert_raised(effect)
+                continue
+            if isinstance(effect, ClearAlert):
+                log.info("alert cleared", line=effect.extension or effect.duty_line)
+                self._notifier.alert_cleared(effect)
                 continue
             if isinstance(effect, RecordDecision):
                 self.stats.decisions += 1

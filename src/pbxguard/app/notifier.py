@@ -13,6 +13,7 @@ from typing import Any
 from pbxguard.app.ports import EventPublisher
 from pbxguard.domain.policy import Rule
 from pbxguard.domain.records import DecisionRecord, OffenceDraft
+from pbxguard.domain.standby import ClearAlert, RaiseAlert
 
 
 class NullPublisher:
@@ -38,6 +39,7 @@ class Notifier:
         self._link.publish(
             "decisions",
             {
+                "id": record.key,
                 "site": self._site,
                 "at": _iso(record.at),
                 "layer": record.layer.value,
@@ -61,6 +63,7 @@ class Notifier:
         self._link.publish(
             "offences",
             {
+                "id": draft.key,
                 "site": self._site,
                 "at": _iso(draft.at),
                 "rule": rule.id,
@@ -87,10 +90,53 @@ class Notifier:
         self._link.publish(
             "decisions",
             {
+                "id": f"{self._site}:hangup:{channel}",
                 "site": self._site,
                 "event": "hangup",
                 "channel": channel,
                 "linkedid": linkedid,
                 "rule": rule_id,
+            },
+        )
+
+    def alert_raised(self, alert: RaiseAlert) -> None:
+        """Publish an alert about a protected line (raised, or repeated)."""
+        self._link.publish(
+            "alerts",
+            {
+                "id": f"{alert.key}:{alert.repeat}",
+                "alert": alert.key,
+                "state": "raised",
+                "site": self._site,
+                "line": alert.extension or alert.duty_line,
+                "kind": alert.kind.value,
+                "rule": alert.rule_id,
+                "name": alert.name,
+                "since": _iso(alert.since),
+                "at": _iso(alert.at),
+                "repeat": alert.repeat,
+                "person": alert.person_id,
+                "person_name": alert.person_name,
+                "message_zh": alert.message_zh,
+                "message_en": alert.message_en,
+            },
+        )
+
+    def alert_cleared(self, alert: ClearAlert) -> None:
+        """Publish that a protected line is back."""
+        self._link.publish(
+            "alerts",
+            {
+                "id": f"{alert.key}:cleared",
+                "alert": alert.key,
+                "state": "cleared",
+                "site": self._site,
+                "line": alert.extension or alert.duty_line,
+                "kind": alert.kind.value,
+                "rule": alert.rule_id,
+                "name": alert.name,
+                "since": _iso(alert.since),
+                "at": _iso(alert.at),
+                "duration_seconds": int(alert.duration.total_seconds()),
             },
         )

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 
 from pbxguard.domain.channels import ChannelPlan
 from pbxguard.domain.evaluate import CallAttempt, Decision
-from pbxguard.domain.policy import Mode, Policy
+from pbxguard.domain.policy import Line, Mode, Person, Policy
 from pbxguard.domain.records import (
     CallRef,
     CallSummary,
@@ -175,6 +175,21 @@ class _Ring:
 
 
 @dataclass(slots=True)
+class _Occupancy:
+    """An answered call to the alarm phone, timed against its grace period."""
+
+    linkedid: str
+    extension: str
+    answered_at: datetime
+    grace: int
+    flagged: bool = False
+
+    @property
+    def deadline(self) -> datetime:
+        return self.answered_at + timedelta(seconds=self.grace)
+
+
+@dataclass(slots=True)
 class _Call:
     linkedid: str
     uniqueid: str
@@ -211,6 +226,7 @@ class CallTracker:
         self._calls: dict[str, _Call] = {}
         self._channel_call: dict[str, str] = {}
         self._resync_seen: set[str] = set()
+        self._occupancies: dict[str, _Occupancy] = {}
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -296,7 +312,11 @@ class CallTracker:
         extension = self.channels.phone_extension(event.dest_channel)
         if extension is not None:
             line = self.policy.line(extension)
-            if line is not None and line.answer_within is not None:
+            if line is not None and (
+                line.answer_within is not None
+                or line.occupancy_grace is not None
+                or line.reject_rule
+            ):
                 call.rings[event.dest_channel] = _Ring(extension, event.dest_channel, event.at)
         return []
 
@@ -393,21 +413,62 @@ class CallTracker:
         ring = call.rings.pop(event.dest_channel, None)
         if ring is None:
             return []
-        return self._check_answer_time(call, ring, event)
-
-    def _check_answer_time(self, call: _Call, ring: _Ring, event: DialEnded) -> list[Effect]:
         line = self.policy.line(ring.extension)
-        rule = self.policy.rules.get("AN-1")
-        if line is None or line.answer_within is None or rule is None:
+        if line is None:
+            return []
+        effects = self._check_answer_time(call, line, ring, event)
+        effects.extend(self._check_rejection(call, line, ring, event))
+        if event.status == "ANSWER" and line.occupancy_grace is not None:
+            self._occupancies[ring.dest_channel] = _Occupancy(
+                call.linkedid, ring.extension, event.at, line.occupancy_grace
+            )
+        return effects
+
+    def _person_for(self, line: Line, extension: str, at: datetime) -> Person | None:
+        """Return who answers for a line: the rota's person on duty, else the phone's owner."""
+        person_id = (self._on_duty(line.duty_line, at) if line.duty_line else None) or ""
+        return self.policy.people.get(person_id) or self.policy.person_at(extension)
+
+    def _draft(
+        self,
+        call: _Call,
+        rule_id: str,
+        *,
+        at: datetime,
+        extension: str,
+        person: Person | None,
+        key: str,
+        detail: tuple[str, str],
+        outcome: Outcome = Outcome.MONITORED,
+        number: str = "",
+    ) -> OffenceDraft:
+        return OffenceDraft(
+            key=f"{self.policy.site}:{call.uniqueid}:{rule_id}:{key}",
+            rule_id=rule_id,
+            at=at,
+            call=CallRef(call.linkedid, call.uniqueid, call.channel),
+            extension=extension,
+            person_id=person.id if person else "",
+            person_name=person.name if person else "",
+            department=person.department if person else "",
+            number=number,
+            outcome=outcome,
+            detail_zh=detail[0],
+            detail_en=detail[1],
+            policy_version=self.policy.version,
+        )
+
+    def _check_answer_time(
+        self, call: _Call, line: Line, ring: _Ring, event: DialEnded
+    ) -> list[Effect]:
+        """AN-1: a hotline or duty call not answered within its limit (three rings)."""
+        if line.answer_within is None or "AN-1" not in self.policy.rules:
             return []
         rang = event.at - ring.began
-        limit = timedelta(seconds=line.answer_within)
-        if event.status in ("CANCEL", "BUSY", "CONGESTION", "CHANUNAVAIL") or rang <= limit:
-            return []
         if event.status not in ("ANSWER", "NOANSWER"):
+            return []  # the caller gave up, or the line was busy: not a late answer
+        if rang <= timedelta(seconds=line.answer_within):
             return []
-        person_id = (self._on_duty(line.duty_line, ring.began) if line.duty_line else None) or ""
-        person = self.policy.people.get(person_id) or self.policy.person_at(ring.extension)
         seconds = int(rang.total_seconds())
         answered = event.status == "ANSWER"
         zh = (
@@ -419,24 +480,104 @@ class CallTracker:
             f"{'before it was answered' if answered else 'and was not answered'} "
             f"(limit {line.answer_within}s)"
         )
-        draft = OffenceDraft(
-            key=f"{self.policy.site}:{call.uniqueid}:AN-1:{ring.dest_channel}",
-            rule_id=rule.id,
+        person = self._person_for(line, ring.extension, ring.began)
+        draft = self._draft(
+            call,
+            "AN-1",
             at=event.at,
-            call=CallRef(call.linkedid, call.uniqueid, call.channel),
             extension=ring.extension,
-            person_id=person.id if person else "",
-            person_name=person.name if person else "",
-            department=person.department if person else "",
-            talk_time=timedelta(0),
-            outcome=Outcome.MONITORED,
-            detail_zh=zh,
-            detail_en=en,
-            policy_version=self.policy.version,
+            person=person,
+            key=ring.dest_channel,
+            detail=(zh, en),
         )
         return [RecordOffence(draft)]
 
+    def _check_rejection(
+        self, call: _Call, line: Line, ring: _Ring, event: DialEnded
+    ) -> list[Effect]:
+        """DT-2: an internal call rejected (busy) on an idle duty phone."""
+        if not line.reject_rule or event.status != "BUSY":
+            return []
+        caller_extension = self.channels.phone_extension(call.channel)
+        if caller_extension is None:
+            return []  # only internal calls count
+        busy_elsewhere = any(
+            self.channels.phone_extension(channel) == ring.extension
+            for channel in self._channel_call
+            if channel != ring.dest_channel
+        )
+        if busy_elsewhere:
+            return []
+        person = self._person_for(line, ring.extension, ring.began)
+        detail = (
+            f"{line.name}空闲时拒接{caller_extension}的内部来电",
+            f"{line.name} rejected an internal call from {caller_extension} while idle",
+        )
+        draft = self._draft(
+            call,
+            line.reject_rule,
+            at=event.at,
+            extension=ring.extension,
+            person=person,
+            key=ring.dest_channel,
+            detail=detail,
+        )
+        return [RecordOffence(draft)]
+
+    # -- timers -------------------------------------------------------------------------------
+
+    def next_due(self) -> datetime | None:
+        """Return when `due` must next be called (an alarm-phone occupancy ends its grace)."""
+        pending = [o.deadline for o in self._occupancies.values() if not o.flagged]
+        return min(pending) if pending else None
+
+    def due(self, now: datetime) -> list[Effect]:
+        """Apply what is due at ``now``: calls occupying the alarm phone past their grace."""
+        effects: list[Effect] = []
+        for channel, occupancy in self._occupancies.items():
+            if occupancy.flagged or occupancy.deadline > now:
+                continue
+            occupancy.flagged = True
+            effects.extend(self._occupied(channel, occupancy, now))
+        return effects
+
+    def _occupied(self, channel: str, occupancy: _Occupancy, now: datetime) -> list[Effect]:
+        """EM-1: an inbound call keeps the alarm phone busy past the grace period."""
+        call = self._calls.get(occupancy.linkedid)
+        line = self.policy.line(occupancy.extension)
+        if call is None or line is None or "EM-1" not in self.policy.rules:
+            return []
+        caller = self.channels.phone_extension(call.channel)
+        person = (self.policy.person_at(caller) if caller else None) or self._person_for(
+            line, occupancy.extension, occupancy.answered_at
+        )
+        enforce = self.policy.mode is Mode.ENFORCE and line.cut_occupancy
+        seconds = int((now - occupancy.answered_at).total_seconds())
+        detail = (
+            f"来电占用{line.name}超过{occupancy.grace}秒（已{seconds}秒）",
+            f"an inbound call occupied the {line.name} for over {occupancy.grace}s ({seconds}s)",
+        )
+        effects: list[Effect] = []
+        if enforce:
+            effects.append(
+                HangupChannel(channel, HANGUP_CAUSE_CALL_REJECTED, call.linkedid, "EM-1")
+            )
+        draft = self._draft(
+            call,
+            "EM-1",
+            at=now,
+            extension=caller or call.extension,
+            person=person,
+            key=f"occupied:{channel}",
+            detail=detail,
+            outcome=Outcome.HUNG_UP if enforce else Outcome.MONITORED,
+            number=occupancy.extension,
+        )
+        effects.append(RecordOffence(draft))
+        return effects
+
     def _hung_up(self, event: ChannelHungUp) -> list[Effect]:
+        self._occupancies.pop(event.channel, None)
         linkedid = self._channel_call.pop(event.channel, None) or event.linkedid
         call = self._calls.get(linkedid)
         if call is None:

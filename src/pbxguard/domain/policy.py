@@ -133,6 +133,8 @@ class Policy:
         version: a digest of the policy source, stored with every decision.
         schedules: named schedules (working hours, daily standby windows, always).
         rota: who is on duty on the shared lines, when the policy has one.
+        register_fill_hours: hours after a long-distance call within which its register entry
+            must be filled in (LD-4); an entry still empty after that is an LD-7 offence.
     """
 
     site: str
@@ -151,6 +153,7 @@ class Policy:
     version: str = "unversioned"
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
     rota: Rota | None = None
+    register_fill_hours: int = 72
     _by_extension: Mapping[str, Person] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,185 @@
+"""The long-running and ledger commands of the CLI: run, demo, ledger."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import secrets
+import signal
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import structlog
+from pydantic import SecretStr
+
+from pbxguard.adapters.ledger import FineLedger, OffenceEntry
+from pbxguard.adapters.logs import configure_logging
+from pbxguard.adapters.policy_file import LoadedPolicy, load_policy
+from pbxguard.adapters.settings import (
+    AgiSettings,
+    AmiSettings,
+    LedgerSettings,
+    Settings,
+    load_settings,
+)
+from pbxguard.app.reports import render_offences, render_table
+from pbxguard.app.service import Service
+from pbxguard.domain.policy import Mode
+from pbxguard.domain.records import CallSummary
+from pbxguard.simulator.ami_server import SimulatedPbx, back_to_back
+
+log = structlog.get_logger(__name__)
+
+#: What the simulated PBX plays in the demo: a short working day at the reference site.
+DEMO_DAY = (
+    "register-and-qualify",
+    "staff-international-answered",
+    "head-domestic-long-distance",
+    "staff-premium-168",
+    "chinese-caller-name-local",
+    "guardroom-emergency-110",
+    "guardroom-misuse-mobile",
+    "staff-domestic-long-distance",
+    "hotline-unanswered",
+    "hotline-answered-after-18s",
+    "hk-call-cut-by-ami-hangup",
+    "burst-mixed-calls",
+)
+
+
+def _install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM or SIGINT."""
+    settings = load_settings(args.config)
+    configure_logging(settings.log_level)
+    loaded = load_policy(settings.policy)
+    service = await Service.build(settings, loaded)
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
+    await service.run(stop)
+    return 0
+
+
+async def ledger(args: argparse.Namespace) -> int:
+    """Print offences from the ledger, filtered."""
+    settings = load_settings(args.config)
+    loaded = load_policy(settings.policy)
+    store = await FineLedger.open(settings.ledger.url)
+    try:
+        await store.migrate()
+        entries = await store.offences(
+            timezone=loaded.policy.timezone,
+            person=args.person,
+            department=args.department,
+            month=args.month,
+            rule=args.rule,
+        )
+    finally:
+        await store.close()
+    print(render_offences(entries, loaded.policy.timezone, args.format))
+    return 0
+
+
+def _demo_policy(mode: str) -> LoadedPolicy:
+    loaded = load_policy(Path(str(_bundled("reference-site"))))
+    policy = dataclasses.replace(loaded.policy, mode=Mode(mode))
+    return dataclasses.replace(loaded, policy=policy)
+
+
+def _bundled(name: str) -> Path:
+    return Path(str(resources.files("pbxguard.policies").joinpath(f"{name}.toml")))
+
+
+async def demo(args: argparse.Namespace) -> int:
+    """Play a working day on a simulated PBX, enforce the regulations, print the ledger."""
+    if not args.json_logs:
+        configure_logging("warning")
+    loaded = _demo_policy(args.mode)
+    tz = loaded.policy.timezone
+    workdir = Path(tempfile.mkdtemp(prefix="pbxguard-demo-"))
+    url = args.ledger or f"sqlite+aiosqlite:///{workdir / 'ledger.sqlite3'}"
+    secret = secrets.token_urlsafe(12)
+    start = datetime(2026, 11, 23, 9, 0, tzinfo=tz)
+    playlist = back_to_back(DEMO_DAY, start=start, gap=timedelta(seconds=2))
+    speed = 0.0 if args.speed <= 0 else 1.0 / args.speed
+    print("模拟电话交换机正在播放一个工作日的通话 — a simulated PBX plays a working day of calls")
+    print(f"  site {loaded.policy.site} · mode {loaded.policy.mode.value} · ledger {url}\n")
+    async with SimulatedPbx(playlist, secret=secret, speed=speed) as pbx:
+        settings = Settings(
+            ami=AmiSettings(
+                host=pbx.host, port=pbx.port, secret=SecretStr(secret), ping_interval=5
+            ),
+            agi=AgiSettings(enabled=False),
+            ledger=LedgerSettings(url=url, spool=str(workdir / "ledger.spool")),
+        )
+        service = await Service.build(settings, loaded, raise_on_auth_failure=True)
+        stop = asyncio.Event()
+        runner = asyncio.create_task(service.run(stop))
+        done, _ = await asyncio.wait(
+            [runner, asyncio.ensure_future(pbx.finished())], return_when=asyncio.FIRST_COMPLETED
+        )
+        if runner in done:
+            runner.result()
+            return 1
+        await service.guard.drained()
+        await service.spool.wait_drained()
+        store = service.ledger
+        entries = await store.offences(timezone=tz)
+        calls = await store.calls()
+        stats = service.guard.stats
+        stop.set()
+        await runner
+    _print_demo(entries, calls, stats.hangups_sent, tz, url)
+    return 0
+
+
+def _print_demo(
+    entries: Sequence[OffenceEntry],
+    calls: Sequence[CallSummary],
+    hangups: int,
+    zone: ZoneInfo,
+    url: str,
+) -> None:
+    call_rows = [
+        {
+            "at": c.started_at.astimezone(zone).strftime("%H:%M:%S"),
+            "ext": c.extension,
+            "who": c.person_name or c.caller_name or "-",
+            "number": c.dialled,
+            "class": c.number_class,
+            "verdict": c.verdict,
+            "rule": c.rule_id or "-",
+            "outcome": c.outcome,
+        }
+        for c in sorted(calls, key=lambda c: c.started_at)
+    ]
+    print("外呼 outbound calls")
+    print(
+        render_table(
+            call_rows,
+            (
+                ("at", "时间", "time"),
+                ("ext", "分机", "ext"),
+                ("who", "主叫", "caller"),
+                ("number", "号码", "number"),
+                ("class", "类别", "class"),
+                ("verdict", "判定", "verdict"),
+                ("rule", "规则", "rule"),
+                ("outcome", "结果", "outcome"),
+            ),
+        )
+    )
+    print(f"\n挂断 hung up by the guard: {hangups}\n")
+    print("罚款台账 fine ledger")
+    print(render_offences(entries, zone, "table"))
+    print(f"\n台账数据库 ledger database: {url}")

@@ -1,0 +1,95 @@
+"""Degraded modes: the AMI connection drops mid-call, the guard restarts mid-call."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from pbxguard.adapters.settings import AgiSettings, AmiSettings, LedgerSettings, Settings
+from pbxguard.app.service import Service
+from pbxguard.domain.policy import Mode
+from pbxguard.protocol.ami import AmiMessage
+from pbxguard.simulator.ami_server import SimulatedPbx
+from tests.support.guard import SECRET, guard_against, reference_policy, until
+
+
+def is_dial_begin(message: AmiMessage) -> bool:
+    return message.event == "DialBegin"
+
+
+def is_caller_newchannel(message: AmiMessage) -> bool:
+    return message.event == "Newchannel" and (message.get("Channel") or "").startswith("PJSIP/")
+
+
+async def test_dropped_connection_mid_call_reconnects_resyncs_and_records_once(
+    tmp_path: Path,
+) -> None:
+    async with guard_against(["staff-international-answered"], tmp_path, mode=Mode.MONITOR) as run:
+        run.pbx.pause_after(is_dial_begin)
+        await run.pbx.wait_until_paused()
+        await until(lambda: run.service.guard.stats.offences == 1)
+        run.pbx.drop_connections()
+        run.pbx.resume()
+        await run.settle()
+        await until(lambda: run.service.guard.stats.resyncs >= 2)
+        offences = await run.offences()
+        calls = await run.calls()
+        decisions = await run.ledger.decisions()
+    assert run.service.ami.login_count >= 2
+    assert [o.rule_id for o in offences] == ["LD-2"]
+    assert len(calls) == 1
+    assert calls[0].answered_at is not None
+    assert len(decisions) == 1
+
+
+async def test_call_that_reached_the_trunk_while_disconnected_is_cut_after_resync(
+    tmp_path: Path,
+) -> None:
+    """The DialBegin is lost while the guard is away; CoreShowChannels reveals the trunk leg."""
+    async with guard_against(["staff-premium-168"], tmp_path) as run:
+        run.pbx.pause_after(is_caller_newchannel)
+        await run.pbx.wait_until_paused()
+        # Everything up to the trunk leg ringing happens while nobody is connected.
+        run.pbx.drop_connections(lost_while_away=40)
+        run.pbx.resume()
+        await run.settle()
+        offences = await run.offences()
+    assert run.hangups() == ["Local/16812345678@pstn-00000001;1"]
+    assert [o.rule_id for o in offences] == ["PR-1"]
+
+
+async def test_a_restarted_guard_does_not_record_a_live_call_twice(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}"
+    loaded = reference_policy(Mode.MONITOR)
+    async with SimulatedPbx(["staff-domestic-long-distance"], secret=SECRET, speed=0.05) as pbx:
+        settings = Settings(
+            ami=AmiSettings(host=pbx.host, port=pbx.port, secret=SecretStr(SECRET)),
+            agi=AgiSettings(port=0),
+            ledger=LedgerSettings(url=url, spool=str(tmp_path / "spool")),
+        )
+        pbx.pause_after(is_dial_begin)
+        first = await Service.build(settings, loaded, raise_on_auth_failure=True)
+        stop_first = asyncio.Event()
+        first_run = asyncio.create_task(first.run(stop_first))
+        await pbx.wait_until_paused()
+        await until(lambda: first.guard.stats.offences == 1)
+        stop_first.set()
+        await first_run
+
+        second = await Service.build(settings, loaded, raise_on_auth_failure=True)
+        stop_second = asyncio.Event()
+        second_run = asyncio.create_task(second.run(stop_second))
+        await until(lambda: second.guard.stats.resyncs == 1)
+        # The new process judged the live call again from the resync ...
+        assert second.guard.stats.offences == 1
+        pbx.resume()
+        async with asyncio.timeout(20):
+            await pbx.finished()
+            await second.guard.drained()
+        offences = await second.ledger.offences(timezone=loaded.policy.timezone)
+        stop_second.set()
+        await second_run
+    # ... and the ledger kept one offence for the call.
+    assert [o.rule_id for o in offences] == ["LD-2"]
