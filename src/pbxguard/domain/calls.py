@@ -226,6 +226,7 @@ class CallTracker:
         self._calls: dict[str, _Call] = {}
         self._channel_call: dict[str, str] = {}
         self._resync_seen: set[str] = set()
+        self._resync_trunks: list[tuple[str, str]] = []
         self._occupancies: dict[str, _Occupancy] = {}
 
     # -- queries ------------------------------------------------------------------------------
@@ -375,7 +376,7 @@ class CallTracker:
             needs_charge = (
                 rule is not None and rule.penalty is not None and rule.penalty.needs_charge
             )
-            if needs_charge and not enforce:
+            if needs_charge:
                 if all(d.key != draft.key for d in call.deferred):
                     call.deferred.append(draft)
             else:
@@ -639,18 +640,31 @@ class CallTracker:
         )
         if event.channel == call.channel and not call.dialled:
             call.dialled = event.exten
+        phone = self.channels.phone_extension(event.channel)
+        if phone is not None and self.channels.phone_extension(call.channel) is None:
+            call.channel, call.uniqueid, call.extension = event.channel, event.uniqueid, phone
+            call.caller_name = event.caller_name
+            call.dialled = call.dialled or event.exten
         if known or call.decision is not None:
             return []
         route = self.channels.trunk_route(event.channel)
         if route is None:
             return []
-        number = self.channels.number_in_channel(route, event.channel) or call.dialled
         if event.state == "Up" and call.answered_at is None:
             call.answered_at = event.at - event.duration
-        return self._outbound(call, event.channel, number, route.with_access_code, event.at)
+        self._resync_trunks.append((call.linkedid, event.channel))
+        return []
 
     def _resync_done(self, event: ResyncDone) -> list[Effect]:
         effects: list[Effect] = []
+        for linkedid, channel in self._resync_trunks:
+            call = self._calls.get(linkedid)
+            route = self.channels.trunk_route(channel)
+            if call is None or route is None or call.decision is not None:
+                continue
+            number = self.channels.number_in_channel(route, channel) or call.dialled
+            effects.extend(self._outbound(call, channel, number, route.with_access_code, event.at))
+        self._resync_trunks = []
         for call in list(self._calls.values()):
             call.channels &= self._resync_seen
             if not call.channels:

@@ -236,10 +236,9 @@ class NumberClassifier:
         international = cleaned.startswith("+")
         digits = cleaned[1:] if international else cleaned
         if not _DIGITS.fullmatch(digits):
-            bad = next((c for c in digits if not c.isdigit()), "?")
-            return Classification(
-                dialled, "", NumberClass.INVALID, f"not dialable: contains {bad!r}"
-            )
+            bad = next((c for c in digits if c not in "0123456789"), None)
+            reason = f"not dialable: contains {bad!r}" if bad else "empty number after '+'"
+            return Classification(dialled, "", NumberClass.INVALID, reason)
         if international:
             digits = "00" + digits
         return self._classify_digits(dialled, digits, with_access_code=with_access_code)
@@ -257,7 +256,8 @@ class NumberClassifier:
             if digits in plan.emergency:
                 return Classification(dialled, digits, NumberClass.EMERGENCY, "emergency number")
         carrier = ""
-        for prefix in plan.carrier_prefixes:
+        whole_mobile = len(digits) == 11 and digits.startswith(plan.mobile_prefixes)
+        for prefix in () if whole_mobile else plan.carrier_prefixes:
             if digits.startswith(prefix) and len(digits) > len(prefix) + 2:
                 carrier, digits = prefix, digits[len(prefix) :]
                 break

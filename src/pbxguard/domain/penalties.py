@@ -165,6 +165,7 @@ def assess(
     Returns:
         The fine; the amount is never negative.
     """
+    charge = yuan(charge)
     step_index = min(max(prior_offences, 0), len(spec.steps) - 1)
     step = spec.steps[step_index]
     flat = step.per_class.get(number_class, step.flat)
