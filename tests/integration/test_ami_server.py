@@ -386,11 +386,14 @@ async def test_hangup_of_a_ringing_call_emits_what_asterisk_emits(hk_pbx: Simula
 
 
 async def test_hangup_of_a_bridged_call_leaves_and_destroys_the_bridge() -> None:
-    pbx = SimulatedPbx(["staff-international-answered", "staff-premium-168"], secret=TEST_SECRET)
+    pbx = SimulatedPbx(
+        ["staff-international-answered", "staff-premium-168"],
+        secret=TEST_SECRET,
+        pause_after=lambda m: (
+            m.event == "BridgeEnter" and m.get("Channel") == "PJSIP/2001-00000000"
+        ),
+    )
     async with started(pbx):
-        pbx.pause_after(
-            lambda m: m.event == "BridgeEnter" and m.get("Channel") == "PJSIP/2001-00000000"
-        )
         ami = await connected(pbx)
         try:
             await asyncio.wait_for(pbx.wait_until_paused(), WAIT)

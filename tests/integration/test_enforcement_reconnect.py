@@ -48,9 +48,11 @@ async def test_call_that_reached_the_trunk_while_disconnected_is_cut_after_resyn
     tmp_path: Path,
 ) -> None:
     """The DialBegin is lost while the guard is away; CoreShowChannels reveals the trunk leg."""
-    async with guard_against(["staff-premium-168"], tmp_path) as run:
-        run.pbx.pause_after(is_caller_newchannel)
-        await run.pbx.wait_until_paused()
+    async with guard_against(
+        ["staff-premium-168"], tmp_path, pause_after=is_caller_newchannel
+    ) as run:
+        async with asyncio.timeout(10):
+            await run.pbx.wait_until_paused()
         # Everything up to the trunk leg ringing happens while nobody is connected.
         run.pbx.drop_connections(lost_while_away=40)
         run.pbx.resume()
@@ -63,17 +65,19 @@ async def test_call_that_reached_the_trunk_while_disconnected_is_cut_after_resyn
 async def test_a_restarted_guard_does_not_record_a_live_call_twice(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}"
     loaded = reference_policy(Mode.MONITOR)
-    async with SimulatedPbx(["staff-domestic-long-distance"], secret=SECRET, speed=0.05) as pbx:
+    async with SimulatedPbx(
+        ["staff-domestic-long-distance"], secret=SECRET, speed=0.05, pause_after=is_dial_begin
+    ) as pbx:
         settings = Settings(
             ami=AmiSettings(host=pbx.host, port=pbx.port, secret=SecretStr(SECRET)),
             agi=AgiSettings(port=0),
             ledger=LedgerSettings(url=url, spool=str(tmp_path / "spool")),
         )
-        pbx.pause_after(is_dial_begin)
         first = await Service.build(settings, loaded, raise_on_auth_failure=True)
         stop_first = asyncio.Event()
         first_run = asyncio.create_task(first.run(stop_first))
-        await pbx.wait_until_paused()
+        async with asyncio.timeout(10):
+            await pbx.wait_until_paused()
         await until(lambda: first.guard.stats.offences == 1)
         stop_first.set()
         await first_run

@@ -1,4 +1,4 @@
-"""Helpers for the AMI tests: recordings, a stream splitter, an event log, a raw AMI client."""
+"""Support for the AMI tests: recordings, a stream splitter, an event log, a raw AMI client."""
 
 from __future__ import annotations
 

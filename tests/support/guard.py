@@ -27,6 +27,7 @@ from pbxguard.app.ports import Clock
 from pbxguard.app.service import Service
 from pbxguard.domain.policy import Mode
 from pbxguard.domain.records import CallSummary
+from pbxguard.protocol.ami import AmiMessage
 from pbxguard.simulator.ami_server import PlaylistEntry, SimulatedPbx
 
 SECRET = "test-secret"
@@ -92,11 +93,14 @@ async def guard_against(
     loaded: LoadedPolicy | None = None,
     mqtt: MqttSettings | None = None,
     clock: Clock | None = None,
+    pause_after: Callable[[AmiMessage], bool] | None = None,
 ) -> AsyncIterator[GuardRun]:
     """Start a simulated PBX replaying ``recordings`` and a guard logged in to it."""
     loaded = loaded or reference_policy(mode)
     url = ledger_url or f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}"
-    async with SimulatedPbx(list(recordings), secret=SECRET, speed=speed) as pbx:
+    async with SimulatedPbx(
+        list(recordings), secret=SECRET, speed=speed, pause_after=pause_after
+    ) as pbx:
         settings = Settings(
             ami=AmiSettings(
                 host=pbx.host, port=pbx.port, secret=SecretStr(SECRET), ping_interval=2

@@ -522,6 +522,7 @@ class SimulatedPbx:
         auth_failure_delay: float = 0.0,
         write_buffer_limit: int = 4 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
+        pause_after: Callable[[AmiMessage], bool] | None = None,
     ) -> None:
         """Prepare the server; :meth:`start` binds it.
 
@@ -531,6 +532,7 @@ class SimulatedPbx:
         ``auth_failure_delay`` does the same (0 by default to keep tests fast). A session whose
         unsent output exceeds ``write_buffer_limit`` is dropped, as Asterisk's
         ``writetimeout`` does. ``clock`` gives Unix time when no recording has set the time.
+        ``pause_after`` is :meth:`pause_after` set before anything can be replayed.
         """
         if speed < 0:
             raise ConfigError(f"speed must not be negative, got {speed}")
@@ -561,7 +563,7 @@ class SimulatedPbx:
         self._lost_while_away = 0
         self._away_budget = 0
         self._done = False
-        self._pause_match: Callable[[AmiMessage], bool] | None = None
+        self._pause_match = pause_after
         self._paused = False
         self._port = 0
         self.actions: list[ReceivedAction] = []
