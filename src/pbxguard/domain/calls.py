@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 
 from pbxguard.domain.channels import ChannelPlan
 from pbxguard.domain.evaluate import CallAttempt, Decision
+from pbxguard.domain.numbers import NumberClass
 from pbxguard.domain.policy import Line, Mode, Person, Policy
 from pbxguard.domain.records import (
     CallRef,
@@ -39,6 +40,9 @@ from pbxguard.domain.records import (
 )
 
 HANGUP_CAUSE_CALL_REJECTED = 21
+
+#: Destinations that are always business for a dispatch phone (DT-3).
+_ALWAYS_BUSINESS = frozenset({NumberClass.EMERGENCY, NumberClass.INTERNAL})
 
 # --- events ---------------------------------------------------------------------------------
 
@@ -331,8 +335,12 @@ class CallTracker:
             # A second trunk leg of a call already judged (failover route): judge it the same.
             decision = call.decision
         else:
+            line = self.policy.line(call.extension)
+            on_duty = self._on_duty(line.duty_line, at) if line and line.duty_line else None
             decision = self._judge(
-                CallAttempt(call.extension, number, with_access_code=with_access_code),
+                CallAttempt(
+                    call.extension, number, with_access_code=with_access_code, on_duty=on_duty
+                ),
                 call.uniqueid,
                 at,
             )
@@ -360,6 +368,7 @@ class CallTracker:
             )
         ]
         if decision.allowed:
+            effects.extend(self._check_dispatch_use(call, decision, at))
             return effects
         enforce = self.policy.mode is Mode.ENFORCE
         outcome = Outcome.HUNG_UP if enforce else Outcome.MONITORED
@@ -403,6 +412,36 @@ class CallTracker:
             detail_en=f"{call.extension} dialled {dialled}: {decision.reason_en}",
             policy_version=decision.policy_version,
         )
+
+    def _check_dispatch_use(self, call: _Call, decision: Decision, at: datetime) -> list[Effect]:
+        """DT-3: a dispatch phone calling a non-business number in operating hours."""
+        line = self.policy.line(call.extension)
+        if line is None or not line.operating or "DT-3" not in self.policy.rules:
+            return []
+        schedule = self.policy.schedules.get(line.operating)
+        if schedule is None or not schedule.is_active(at):
+            return []
+        number = decision.classification.number
+        business = any(number.startswith(prefix) for prefix in line.business_numbers)
+        if business or decision.number_class in _ALWAYS_BUSINESS:
+            return []
+        person = self._person_for(line, call.extension, at)
+        detail = (
+            f"营运时间内用{line.name}拨打非业务号码 {decision.classification.dialled}",
+            f"the {line.name} dialled a non-business number "
+            f"{decision.classification.dialled} in operating hours",
+        )
+        draft = self._draft(
+            call,
+            "DT-3",
+            at=at,
+            extension=call.extension,
+            person=person,
+            key="dispatch",
+            detail=detail,
+            number=number,
+        )
+        return [RecordOffence(replace(draft, number_class=decision.number_class.value))]
 
     def _dial_ended(self, event: DialEnded) -> list[Effect]:
         linkedid = self._channel_call.get(event.channel) or event.linkedid

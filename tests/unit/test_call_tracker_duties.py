@@ -1,0 +1,97 @@
+"""Per-call duties of special lines: dispatch phones in operating hours (DT-3), the alarm
+phone's outbound misuse answered for by the guard on duty (EM-1)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pbxguard.adapters.policy_file import load_policy
+from pbxguard.domain.calls import (
+    CallTracker,
+    ChannelCreated,
+    ChannelEvent,
+    ChannelHungUp,
+    DialBegan,
+    DialEnded,
+    HangupChannel,
+    RecordOffence,
+)
+from pbxguard.domain.evaluate import CallAttempt, Decision, evaluate
+from pbxguard.domain.policy import Line, Mode, Policy
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+REFERENCE_SITE = Path(__file__).parents[2] / "src/pbxguard/policies/reference-site.toml"
+LOADED = load_policy(REFERENCE_SITE)
+
+
+def dispatch_policy() -> Policy:
+    """Make 2002 a dispatch phone whose business numbers are Shanghai numbers."""
+    policy = dataclasses.replace(LOADED.policy, mode=Mode.MONITOR)
+    dispatch = Line("2002", "调度电话", operating="operating_hours", business_numbers=("021",))
+    return dataclasses.replace(policy, lines={**policy.lines, "2002": dispatch})
+
+
+def tracker_for(policy: Policy) -> CallTracker:
+    def judge(attempt: CallAttempt, _uniqueid: str, at: datetime) -> Decision:
+        return evaluate(attempt, policy, now=at)
+
+    rota = policy.rota
+
+    def on_duty(line: str, at: datetime) -> str | None:
+        return rota.on_duty(line, at) if rota is not None else None
+
+    return CallTracker(policy, LOADED.channels, judge, on_duty=on_duty)
+
+
+def outbound_call(ext: str, number: str, at: datetime, seq: int) -> list[ChannelEvent]:
+    uid = f"1795400000.{seq}"
+    phone = f"PJSIP/{ext}-{seq:08x}"
+    trunk = f"Local/{number}@pstn-{seq:08x};1"
+    return [
+        ChannelCreated(at, phone, uid, uid, ext, f"Phone {ext}", number),
+        DialBegan(
+            at, phone, uid, uid, ext, f"Phone {ext}", number, trunk, f"{uid}1", f"{number}@pstn"
+        ),
+        DialEnded(at, phone, uid, trunk, "ANSWER"),
+        ChannelHungUp(at, trunk, f"{uid}1", uid, "16"),
+        ChannelHungUp(at, phone, uid, uid, "16"),
+    ]
+
+
+def offences(effects: list[object]) -> list[RecordOffence]:
+    return [e for e in effects if isinstance(e, RecordOffence)]
+
+
+def test_dispatch_phone_private_call_in_operating_hours_is_dt3() -> None:
+    tracker = tracker_for(dispatch_policy())
+    at = datetime(2026, 11, 23, 10, 0, tzinfo=SHANGHAI)
+    [offence] = offences(tracker.handle_all(outbound_call("2002", "13800138000", at, 1)))
+    assert offence.draft.rule_id == "DT-3"
+    assert offence.draft.person_id == "staff-2002"
+    assert offence.draft.number == "13800138000"
+    assert "营运时间" in offence.draft.detail_zh
+
+
+def test_dispatch_phone_business_call_or_call_after_hours_is_no_offence() -> None:
+    tracker = tracker_for(dispatch_policy())
+    morning = datetime(2026, 11, 23, 10, 0, tzinfo=SHANGHAI)
+    night = datetime(2026, 11, 23, 23, 30, tzinfo=SHANGHAI)
+    assert offences(tracker.handle_all(outbound_call("2002", "02112345678", morning, 2))) == []
+    assert offences(tracker.handle_all(outbound_call("2002", "13800138000", night, 3))) == []
+    assert offences(tracker.handle_all(outbound_call("2002", "110", morning, 4))) == []
+
+
+def test_alarm_phone_misuse_is_answered_for_by_the_guard_on_duty() -> None:
+    policy = LOADED.policy
+    tracker = tracker_for(policy)
+    at = datetime(2026, 11, 23, 2, 0, tzinfo=SHANGHAI)
+    effects = tracker.handle_all(outbound_call("8000", "13800138000", at, 5))
+    [offence] = offences(effects)
+    assert offence.draft.rule_id == "EM-1"
+    assert offence.draft.person_id == "guard-li"
+    assert [e.channel for e in effects if isinstance(e, HangupChannel)] == [
+        "Local/13800138000@pstn-00000005;1"
+    ]
