@@ -4,6 +4,7 @@ phone's outbound misuse answered for by the guard on duty (EM-1)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -61,7 +62,7 @@ def outbound_call(ext: str, number: str, at: datetime, seq: int) -> list[Channel
     ]
 
 
-def offences(effects: list[object]) -> list[RecordOffence]:
+def offences(effects: Sequence[object]) -> list[RecordOffence]:
     return [e for e in effects if isinstance(e, RecordOffence)]
 
 
