@@ -7,7 +7,7 @@ from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pbxguard.adapters.holidays import golden_weeks, holiday_table
@@ -327,6 +327,11 @@ def test_a_24_hour_window_is_always_active(start: time, tz: ZoneInfo, at: dateti
 
 @settings(max_examples=300)
 @given(schedule=SCHEDULES, at=INSTANTS)
+# An interval ending in the repeated hour of a DST change must equal the same instant in UTC.
+@example(
+    schedule=Schedule.always(ZoneInfo("Europe/Berlin")),
+    at=datetime(2028, 10, 14, 0, 0, tzinfo=UTC),
+)
 def test_next_change_really_flips(schedule: Schedule, at: datetime) -> None:
     now = schedule.is_active(at)
     change = schedule.next_change(at, horizon=timedelta(days=15))

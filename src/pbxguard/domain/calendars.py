@@ -111,16 +111,40 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, MIDNIGHT, tzinfo=tz)
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Interval:
     """A half-open span of real time, ``[start, end)``, between aware datetimes.
 
     Arithmetic and comparisons go through UTC: Python compares and subtracts two datetimes
-    that share a tzinfo by wall clock, which is wrong across a clock change.
+    that share a tzinfo by wall clock, which is wrong across a clock change, and never finds
+    a time in a repeated hour (fold) equal to the same instant in another zone (PEP 495).
     """
 
     start: datetime
     end: datetime
+
+    def _key(self) -> tuple[datetime, datetime]:
+        return self.start.astimezone(UTC), self.end.astimezone(UTC)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Interval):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __lt__(self, other: Interval) -> bool:
+        return self._key() < other._key()
+
+    def __le__(self, other: Interval) -> bool:
+        return self._key() <= other._key()
+
+    def __gt__(self, other: Interval) -> bool:
+        return self._key() > other._key()
+
+    def __ge__(self, other: Interval) -> bool:
+        return self._key() >= other._key()
 
     @property
     def duration(self) -> timedelta:
