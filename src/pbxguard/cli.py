@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pbxguard import __version__
 from pbxguard.adapters.clock import SystemClock
@@ -16,8 +17,14 @@ from pbxguard.adapters.logs import configure_logging
 from pbxguard.adapters.policy_file import LoadedPolicy, load_policy
 from pbxguard.adapters.settings import Settings, load_settings
 from pbxguard.domain.evaluate import CallAttempt, evaluate
+from pbxguard.domain.numbers import LONG_DISTANCE_CLASSES
 from pbxguard.errors import ConfigError, PbxGuardError, PolicyError
 from pbxguard.verdicts import decision_as_dict, decision_as_text
+
+# The command modules import the ledger (slow to load): `check` must stay quick, so the
+# choices the parser needs are spelled out here.
+APPROVABLE_CLASSES = tuple(sorted(c.value for c in LONG_DISTANCE_CLASSES))
+REGISTER_FORMATS = ("table", "csv", "xlsx", "json")
 
 EXIT_OK = 0
 EXIT_DENIED = 1
@@ -52,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     ledger.add_argument("--rule")
     ledger.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
+    _add_approve(sub)
+    _add_code(sub)
+    _add_register(sub)
+    _add_rota(sub)
+
     policy = sub.add_parser("policy", help="policy files")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     validate = policy_sub.add_parser("validate", help="check a policy file and say what is wrong")
@@ -63,6 +75,102 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--ledger", help="ledger database URL (default: a new SQLite file)")
     demo.add_argument("--json-logs", action="store_true", help="show the guard's logs as JSON")
     return parser
+
+
+def _add_approve(sub: Any) -> None:
+    approve = sub.add_parser("approve", help="prior approvals for long-distance calls (LD-1, LD-5)")
+    actions = approve.add_subparsers(dest="approve_command", required=True, metavar="ACTION")
+    grant = actions.add_parser(
+        "grant",
+        help="let a person dial a class or prefix within a window",
+        description="Times without an offset are in the site's timezone.",
+    )
+    grant.add_argument("--person", required=True, metavar="P", help="who may dial (person id)")
+    grant.add_argument("--by", required=True, metavar="APPROVER", help="the approver's person id")
+    scope = grant.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--class", dest="number_class", choices=APPROVABLE_CLASSES)
+    scope.add_argument("--prefix", metavar="DIGITS", help="a number prefix (00852, 010, +44)")
+    grant.add_argument("--from", dest="valid_from", required=True, metavar="ISO")
+    grant.add_argument("--until", dest="valid_until", required=True, metavar="ISO")
+    grant.add_argument("--calls", type=int, metavar="N", help="how many calls (default: any)")
+    grant.add_argument(
+        "--reason", default="", metavar="TEXT", help="联络事项: what the calls are for"
+    )
+    grant.add_argument("--config", help="settings file naming the ledger and the policy")
+    listing = actions.add_parser("list", help="list approvals and where they stand")
+    listing.add_argument("--person", metavar="P")
+    listing.add_argument(
+        "--all", action="store_true", help="include expired, used-up and revoked approvals"
+    )
+    listing.add_argument("--config")
+    revoke = actions.add_parser("revoke", help="withdraw an approval")
+    revoke.add_argument("id", metavar="ID")
+    revoke.add_argument("--by", required=True, metavar="APPROVER")
+    revoke.add_argument("--reason", required=True, metavar="TEXT")
+    revoke.add_argument("--config")
+
+
+def _add_code(sub: Any) -> None:
+    code = sub.add_parser("code", help="authorization codes callers type at the phone")
+    actions = code.add_subparsers(dest="code_command", required=True, metavar="ACTION")
+    issue = actions.add_parser(
+        "issue",
+        help="issue a code; a generated one is printed once",
+        description="Only a hash of the code is stored; a generated code is shown once.",
+    )
+    issue.add_argument("--person", required=True, metavar="P", help="the code's owner")
+    issue.add_argument("--one-time", action="store_true", help="the code works for one call")
+    issue.add_argument("--expires", metavar="ISO", help="when it stops working (site time)")
+    issue.add_argument("--by", required=True, metavar="WHO", help="who issues it")
+    issue.add_argument("--code", metavar="DIGITS", help="use these digits instead of random ones")
+    issue.add_argument("--config")
+
+
+def _add_register(sub: Any) -> None:
+    register = sub.add_parser(
+        "register",
+        help="the long-distance register (长话登记表, LD-4)",
+        description="Print the month's long-distance register, or fill an entry in.",
+    )
+    register.add_argument("--month", help="YYYY-MM in the site's timezone (default: this month)")
+    register.add_argument("--format", choices=REGISTER_FORMATS, default="table")
+    register.add_argument(
+        "--output", metavar="FILE", help="write to FILE (xlsx default: register-MONTH.xlsx)"
+    )
+    register.add_argument("--config")
+    actions = register.add_subparsers(dest="register_command", metavar="ACTION")
+    fill = actions.add_parser("fill", help="write the subject and outcome into an entry")
+    fill.add_argument("id", type=int, metavar="ID", help="the entry's 编号 in the register")
+    fill.add_argument("--subject", required=True, metavar="TEXT", help="联络事项")
+    fill.add_argument("--outcome", required=True, metavar="TEXT", help="交涉结果")
+    fill.add_argument("--by", required=True, metavar="WHO")
+    fill.add_argument("--callee-name", default="", metavar="NAME", help="受话人")
+    # SUPPRESS keeps a --config given before `fill` from being reset by the sub-parser.
+    fill.add_argument("--config", default=argparse.SUPPRESS)
+
+
+def _add_rota(sub: Any) -> None:
+    rota = sub.add_parser(
+        "rota",
+        help="who is on duty on the shared lines (值班表), and changing it",
+        description="Show the duty rota for a day, or add and remove shifts in the rota file "
+        "the policy names ([rota] file). A running daemon reloads it within seconds.",
+    )
+    actions = rota.add_subparsers(dest="rota_command", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="who holds each line over one day")
+    show.add_argument("--line", help="one rota line (guard_room, hotline, dispatch ...)")
+    show.add_argument("--date", help="the day, YYYY-MM-DD (default: today)")
+    for name, helptext in (("add", "add a shift"), ("remove", "remove a shift")):
+        change = actions.add_parser(name, help=helptext)
+        change.add_argument("--line", required=True)
+        change.add_argument("--person", required=True, help="a person id from the policy")
+        change.add_argument("--start", help="dated shift: ISO start (site time if no offset)")
+        change.add_argument("--end", help="dated shift: ISO end")
+        change.add_argument("--weekday", type=int, choices=range(1, 8), help="weekly: 1=Monday")
+        change.add_argument("--hours", help="weekly shift: HH:MM-HH:MM (24:00 for midnight)")
+    for parser in (show, *(actions.choices[n] for n in ("add", "remove"))):
+        parser.add_argument("--config", help="settings file naming the site policy")
+        parser.add_argument("--policy", help="policy file (overrides the one in --config)")
 
 
 def _policy_for(settings: Settings | None, explicit: str | None) -> LoadedPolicy:
@@ -120,7 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "policy":
             return cmd_policy_validate(args)
-        from pbxguard.app import commands
+        if args.command == "rota":
+            from pbxguard.app.rota_cli import cmd_rota  # noqa: PLC0415 - as below
+
+            return cmd_rota(args)
+        # Imported here: they load the ledger's database stack, which `check` does not need.
+        from pbxguard.app import commands  # noqa: PLC0415
 
         if args.command == "run":
             return asyncio.run(commands.run(args))
@@ -128,6 +241,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(commands.demo(args))
         if args.command == "ledger":
             return asyncio.run(commands.ledger(args))
+        from pbxguard.app import approvals_cli, register  # noqa: PLC0415
+
+        if args.command == "approve":
+            return asyncio.run(approvals_cli.approve(args))
+        if args.command == "code":
+            return asyncio.run(approvals_cli.code(args))
+        if args.command == "register":
+            if args.register_command == "fill":
+                return asyncio.run(register.register_fill(args))
+            return asyncio.run(register.register_report(args))
     except PolicyError as exc:
         print(f"策略文件无效 invalid policy: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -85,4 +85,3 @@ def decision_as_text(decision: Decision, policy: Policy) -> str:
         if sanctions:
             lines.append(f"  处分 sanction    : {sanctions}")
     return "\n".join(lines)
-

@@ -109,6 +109,24 @@ class TrunkModel(_Model):
     dial_string: str
     with_access_code: bool = False
 
+    @field_validator("channel")
+    @classmethod
+    def _channel_regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"trunk channel pattern {value!r} is invalid: {exc}") from exc
+        return value
+
+    @field_validator("dial_string")
+    @classmethod
+    def _dial_string_regex(cls, value: str) -> str:
+        try:
+            ChannelPlan.parse([], [("", value, False)])
+        except PolicyError as exc:
+            raise ValueError(exc.problem) from exc
+        return value
+
 
 class PbxModel(_Model):
     phone_channels: list[str] = Field(min_length=1)
@@ -232,6 +250,10 @@ class AuthorizationModel(_Model):
     pin_classes: list[NumberClass] = []
 
 
+class RegisterModel(_Model):
+    fill_within_hours: int = Field(default=72, ge=1, le=24 * 31)
+
+
 class PolicyModel(_Model):
     schema_: Literal[1] = Field(alias="schema")
     extends: str | None = None
@@ -248,6 +270,8 @@ class PolicyModel(_Model):
     calendar: CalendarModel = CalendarModel()
     schedules: dict[str, ScheduleModel] = {}
     rota: RotaModel = RotaModel()
+    # `register` would shadow ABCMeta.register on the model class.
+    register_: RegisterModel = Field(default=RegisterModel(), alias="register")
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +281,7 @@ class LoadedPolicy:
     policy: Policy
     channels: ChannelPlan
     sources: tuple[str, ...]
+    rota_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,8 +290,15 @@ class _Source:
     text: str
 
 
-def load_policy(path: str | Path | None = None) -> LoadedPolicy:
+def load_policy(
+    path: str | Path | None = None, *, rota_may_be_missing: bool = False
+) -> LoadedPolicy:
     """Load and validate a policy file, or the default bundle when ``path`` is None.
+
+    Args:
+        path: the policy file.
+        rota_may_be_missing: treat a rota file that does not exist yet as an empty rota (for
+            the command that creates it); the daemon insists on it.
 
     Raises:
         PolicyError: the file is missing, not TOML, or not a valid policy (with file and line).
@@ -275,7 +307,7 @@ def load_policy(path: str | Path | None = None) -> LoadedPolicy:
         data, sources = _read_bundled("default", depth=0)
     else:
         data, sources = _read_file(Path(path), depth=0)
-    return _build(data, sources)
+    return _build(data, sources, rota_may_be_missing=rota_may_be_missing)
 
 
 def bundled_policy_path(name: str) -> str:
@@ -325,7 +357,14 @@ def _parse(
         parent_data, parent_sources = _read_bundled(parent, depth + 1)
     else:
         root = base if base is not None else Path.cwd()
-        parent_data, parent_sources = _read_file(root / parent, depth + 1)
+        target = root / parent
+        if not target.is_file():
+            raise PolicyError(
+                f"extends {parent!r}: file not found ({target})",
+                path=name,
+                line=_locate(text, ("extends",)),
+            )
+        parent_data, parent_sources = _read_file(target, depth + 1)
     parent_data.pop("extends", None)
     return _merge(parent_data, data), sources + parent_sources
 
@@ -340,7 +379,9 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _build(data: dict[str, Any], sources: list[_Source]) -> LoadedPolicy:
+def _build(
+    data: dict[str, Any], sources: list[_Source], *, rota_may_be_missing: bool = False
+) -> LoadedPolicy:
     names = tuple(s.name for s in sources)
     try:
         model = PolicyModel.model_validate(data)
@@ -348,8 +389,8 @@ def _build(data: dict[str, Any], sources: list[_Source]) -> LoadedPolicy:
         error = exc.errors()[0]
         loc = tuple(error["loc"])
         raise _located(sources, loc, _describe(error)) from exc
-    policy, channels = _to_domain(model, sources)
-    return LoadedPolicy(policy, channels, names)
+    policy, channels = _to_domain(model, sources, rota_may_be_missing=rota_may_be_missing)
+    return LoadedPolicy(policy, channels, names, _rota_file(model, sources))
 
 
 def _window(text: str) -> TimeWindow:
@@ -399,15 +440,29 @@ def _schedules(model: PolicyModel, tz: ZoneInfo, sources: Sequence[_Source]) -> 
     return schedules
 
 
-def _rota(model: PolicyModel, tz: ZoneInfo, sources: Sequence[_Source]) -> Rota | None:
+def _rota_file(model: PolicyModel, sources: Sequence[_Source]) -> Path | None:
+    """Return the rota CSV file the policy names, relative to the first policy file."""
+    if model.rota.file is None:
+        return None
+    origin = sources[0].name
+    base = Path(origin).parent if not origin.startswith("<") else Path.cwd()
+    path = Path(model.rota.file)
+    return path if path.is_absolute() else base / path
+
+
+def _rota(
+    model: PolicyModel,
+    tz: ZoneInfo,
+    sources: Sequence[_Source],
+    *,
+    rota_may_be_missing: bool = False,
+) -> Rota | None:
     rm = model.rota
     if rm.file is None and not rm.weekly and not rm.dated:
         return None
     rota = Rota(tz)
-    if rm.file is not None:
-        origin = sources[0].name
-        base = Path(origin).parent if not origin.startswith("<") else Path.cwd()
-        path = Path(rm.file) if Path(rm.file).is_absolute() else base / rm.file
+    path = _rota_file(model, sources)
+    if path is not None and (path.exists() or not rota_may_be_missing):
         rota = load_rota(path, tz)
     for index, ws in enumerate(rm.weekly):
         for day in ws.weekdays:
@@ -436,10 +491,13 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 
 def _located(sources: Sequence[_Source], loc: tuple[Any, ...], problem: str) -> PolicyError:
+    best: tuple[int, _Source, int] | None = None
     for source in sources:
-        line = _locate(source.text, loc)
-        if line is not None:
-            return PolicyError(problem, path=source.name, line=line)
+        found = _locate_depth(source.text, loc)
+        if found is not None and (best is None or found[0] > best[0]):
+            best = (found[0], source, found[1])
+    if best is not None:
+        return PolicyError(problem, path=best[1].name, line=best[2])
     return PolicyError(problem, path=sources[0].name if sources else None)
 
 
@@ -448,7 +506,9 @@ def _check(condition: bool, sources: Sequence[_Source], loc: tuple[Any, ...], pr
         raise _located(sources, loc, problem)
 
 
-def _to_domain(model: PolicyModel, sources: Sequence[_Source]) -> tuple[Policy, ChannelPlan]:
+def _to_domain(
+    model: PolicyModel, sources: Sequence[_Source], *, rota_may_be_missing: bool = False
+) -> tuple[Policy, ChannelPlan]:
     roles = {
         role_id: Role(role_id, r.name_zh, r.name_en, frozenset(r.allowed), r.can_approve)
         for role_id, r in model.roles.items()
@@ -579,7 +639,7 @@ def _to_domain(model: PolicyModel, sources: Sequence[_Source]) -> tuple[Policy, 
             ("lines", index, "standby"),
             f"lines[{index}]: standby and standby_rule go together",
         )
-    rota = _rota(model, tz, sources)
+    rota = _rota(model, tz, sources, rota_may_be_missing=rota_may_be_missing)
     digest = hashlib.sha256("\n\x00".join(s.text for s in sources).encode()).hexdigest()[:12]
     policy = Policy(
         site=model.site.name,
@@ -598,6 +658,7 @@ def _to_domain(model: PolicyModel, sources: Sequence[_Source]) -> tuple[Policy, 
         version=f"{digest}/{model.tariff.version}",
         schedules=schedules,
         rota=rota,
+        register_fill_hours=model.register_.fill_within_hours,
     )
     return policy, channels
 
@@ -650,6 +711,12 @@ def _split_key(key: str) -> list[str]:
 
 def _locate(text: str, loc: tuple[Any, ...]) -> int | None:
     """Return the 1-based line that defines the deepest found prefix of ``loc``."""
+    found = _locate_depth(text, loc)
+    return found[1] if found else None
+
+
+def _locate_depth(text: str, loc: tuple[Any, ...]) -> tuple[int, int] | None:
+    """Return (matched depth, 1-based line) of the deepest found prefix of ``loc``."""
     path = [str(p) for p in loc]
     best: tuple[int, int] | None = None  # (matched length, line)
     table: list[str] = []
@@ -672,7 +739,7 @@ def _locate(text: str, loc: tuple[Any, ...]) -> int | None:
             best = _better(best, _matched(full, path), number)
     if best is None or best[0] == 0:
         return None
-    return best[1]
+    return best
 
 
 def _matched(candidate: list[str], path: list[str]) -> int:

@@ -15,7 +15,7 @@ from pbxguard.adapters.clock import SystemClock
 from pbxguard.adapters.fastagi import FastAgiServer
 from pbxguard.adapters.ledger import FineLedger, SpoolingLedger
 from pbxguard.adapters.mqtt import BrokerLink, BrokerSettings, EventKind
-from pbxguard.adapters.policy_file import LoadedPolicy
+from pbxguard.adapters.policy_file import LoadedPolicy, load_policy
 from pbxguard.adapters.settings import Settings
 from pbxguard.app.guard import Guard
 from pbxguard.app.notifier import Notifier, NullPublisher
@@ -27,6 +27,7 @@ from pbxguard.errors import PbxGuardError
 log = structlog.get_logger(__name__)
 
 APPROVALS_REFRESH_SECONDS = 30.0
+POLICY_CHECK_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -43,6 +44,7 @@ class Service:
     link: BrokerLink | None
     clock: Clock
     extra_tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    policy_check_seconds: float = POLICY_CHECK_SECONDS
 
     @classmethod
     async def build(
@@ -117,6 +119,30 @@ class Service:
             return
         self.guard.set_approvals(approvals)
 
+    def _policy_stamp(self) -> tuple[float, ...]:
+        files = [Path(name) for name in self.loaded.sources if not name.startswith("<")]
+        if self.loaded.rota_file is not None:
+            files.append(self.loaded.rota_file)
+        return tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files)
+
+    async def _policy_watch(self) -> None:
+        """Reload the policy (and the rota) when one of its files changes."""
+        stamp = self._policy_stamp()
+        while True:
+            await asyncio.sleep(self.policy_check_seconds)
+            current = self._policy_stamp()
+            if current == stamp:
+                continue
+            stamp = current
+            try:
+                loaded = load_policy(self.settings.policy)
+            except PbxGuardError as exc:
+                log.error("policy not reloaded: the new version is invalid", error=str(exc))
+                continue
+            self.loaded = loaded
+            self.guard.set_policy(loaded)
+            log.info("policy reloaded", version=loaded.policy.version)
+
     async def _approvals_loop(self) -> None:
         while True:
             await self.refresh_approvals()
@@ -143,6 +169,7 @@ class Service:
                     group.create_task(self.guard.run(), name="ledger-writer"),
                     group.create_task(self.guard.run_timers(), name="timers"),
                     group.create_task(self._approvals_loop(), name="approvals"),
+                    group.create_task(self._policy_watch(), name="policy-watch"),
                     group.create_task(self._register_watch().run(), name="register-watch"),
                 ]
                 if self.link is not None:

@@ -1,0 +1,438 @@
+"""The long-distance register: entries from replayed calls, reports, filling in, and LD-7."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from openpyxl import load_workbook
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from pbxguard.adapters.ledger import FineLedger, RegisterEntry, SpoolingLedger
+from pbxguard.adapters.settings import AgiSettings, AmiSettings, LedgerSettings, Settings
+from pbxguard.app.register_watch import (
+    RegisterWatch,
+    fill_deadline,
+    overdue_entries,
+    register_offence_draft,
+    register_offence_key,
+)
+from pbxguard.app.service import Service
+from pbxguard.domain.penalties import Sanction
+from pbxguard.domain.policy import Policy
+from pbxguard.domain.records import CallRef, CallSummary, Outcome
+from pbxguard.simulator.ami_server import SimulatedPbx
+from tests.support.guard import SECRET, guard_against, reference_policy, until
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+REFERENCE_POLICY = Path(__file__).parents[2] / "src/pbxguard/policies/reference-site.toml"
+PBXGUARD = Path(sys.executable).with_name("pbxguard")
+HEADERS = [
+    "编号 id",
+    "使用人 caller",
+    "分机 extension",
+    "受话号码 callee number",
+    "受话人 callee name",
+    "类别 class",
+    "开始时间 start",
+    "结束时间 end",
+    "通话时长 duration",
+    "联络事项 subject",
+    "交涉结果 outcome",
+    "登记状态 filled",
+]
+THREE_DAYS = timedelta(hours=72)
+
+
+class FakeClock:
+    """A clock the test sets by hand."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at
+
+
+@dataclass(frozen=True)
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class Site:
+    """A settings file naming the test's SQLite ledger and the reference-site policy."""
+
+    settings: Path
+    url: str
+    spool: Path
+
+    async def run(self, *args: str) -> Done:
+        """Run ``pbxguard ARGS --config SETTINGS`` in a clean environment."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PBXGUARD_")}
+        process = await asyncio.create_subprocess_exec(
+            str(PBXGUARD),
+            *args,
+            "--config",
+            str(self.settings),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        async with asyncio.timeout(60):
+            out, err = await process.communicate()
+        assert process.returncode is not None
+        return Done(process.returncode, out.decode("utf-8"), err.decode("utf-8"))
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}"
+    spool = tmp_path / "ledger.spool"
+    settings = tmp_path / "pbxguard.toml"
+    settings.write_text(
+        f'policy = "{REFERENCE_POLICY}"\n\n[ledger]\nurl = "{url}"\nspool = "{spool}"\n',
+        encoding="utf-8",
+    )
+    return Site(settings, url, spool)
+
+
+def fill_status(entry: RegisterEntry) -> str:
+    """Return the status the CLI shows today (it reads the real clock)."""
+    if entry.filled:
+        return "已登记 filled"
+    if datetime.now(UTC) >= entry.ended_at + THREE_DAYS:
+        return "逾期未登记 overdue"
+    return "未登记 unfilled"
+
+
+def entry(
+    entry_id: int,
+    ended_at: datetime,
+    *,
+    filled: bool = False,
+    person: str = "head-9001",
+) -> RegisterEntry:
+    started = ended_at - timedelta(minutes=3)
+    return RegisterEntry(
+        id=entry_id,
+        call=CallRef(f"l.{entry_id}", f"u.{entry_id}", f"PJSIP/9001-{entry_id:08x}"),
+        caller_person_id=person,
+        caller_name="Department head",
+        department="工程部",
+        extension="9001",
+        callee_number="02787654321",
+        callee_name="",
+        number_class="domestic_ld",
+        started_at=started,
+        ended_at=ended_at,
+        duration=ended_at - started,
+        subject="核对合同" if filled else "",
+        outcome="同意" if filled else "",
+        filled_by="head-9001" if filled else "",
+        filled_at=ended_at + timedelta(hours=1) if filled else None,
+    )
+
+
+def policy() -> Policy:
+    return reference_policy().policy
+
+
+def long_distance_call(linkedid: str, answered_at: datetime) -> CallSummary:
+    return CallSummary(
+        call=CallRef(linkedid, linkedid, "PJSIP/9001-00000001"),
+        extension="9001",
+        person_id="head-9001",
+        person_name="Department head",
+        department="工程部",
+        caller_name="Department head",
+        dialled="02787654321",
+        number="02787654321",
+        number_class="domestic_ld",
+        direction="outbound",
+        started_at=answered_at - timedelta(seconds=3),
+        answered_at=answered_at,
+        ended_at=answered_at + timedelta(minutes=2),
+        verdict="allow",
+        rule_id="",
+        outcome="",
+    )
+
+
+# -- which entries are overdue: pure decisions ------------------------------------------------
+
+
+def test_an_entry_is_overdue_once_its_deadline_has_passed_and_only_if_unfilled() -> None:
+    ended = datetime(2026, 11, 23, 9, 40, tzinfo=SHANGHAI)
+    early, late = entry(1, ended), entry(2, ended + timedelta(hours=2))
+    filled = entry(3, ended, filled=True)
+    entries = [late, filled, early]
+    assert fill_deadline(early, THREE_DAYS) == datetime(2026, 11, 26, 9, 40, tzinfo=SHANGHAI)
+    deadline = ended + THREE_DAYS
+    assert (
+        overdue_entries(entries, now=deadline - timedelta(seconds=1), fill_within=THREE_DAYS) == []
+    )
+    assert overdue_entries(entries, now=deadline, fill_within=THREE_DAYS) == [early]
+    assert overdue_entries(entries, now=deadline + timedelta(days=9), fill_within=THREE_DAYS) == [
+        early,
+        late,
+    ]
+    assert overdue_entries(entries, now=deadline, fill_within=timedelta(hours=1)) == [early, late]
+
+
+def test_the_ld7_draft_is_a_demerit_against_the_caller_at_the_deadline() -> None:
+    ended = datetime(2026, 11, 23, 9, 40, tzinfo=SHANGHAI)
+    late = entry(7, ended)
+    draft = register_offence_draft(late, policy(), fill_within=THREE_DAYS)
+    assert draft.key == "reference:register:7:LD-7" == register_offence_key("reference", late)
+    assert draft.rule_id == "LD-7"
+    assert draft.at == ended + THREE_DAYS
+    assert (draft.person_id, draft.person_name, draft.department) == (
+        "head-9001",
+        "Department head",
+        "工程部",
+    )
+    assert (draft.extension, draft.number, draft.number_class) == (
+        "9001",
+        "02787654321",
+        "domestic_ld",
+    )
+    assert draft.call == late.call
+    assert draft.outcome is Outcome.MONITORED
+    assert "2026-11-23 09:37" in draft.detail_zh
+    assert "72小时后仍未登记《长话登记表》" in draft.detail_zh
+    assert "not entered in the long-distance register within 72 h" in draft.detail_en
+    assert draft.policy_version == policy().version
+
+
+# -- entries from replayed calls, the reports and filling in ----------------------------------
+
+
+async def test_answered_long_distance_calls_are_entered_reported_and_filled(
+    site: Site, tmp_path: Path
+) -> None:
+    async with guard_against(
+        ["head-domestic-long-distance", "burst-mixed-calls", "staff-international-answered"],
+        tmp_path,
+        ledger_url=site.url,
+    ) as run:
+        await run.settle()
+        entries = await run.ledger.register("2026-11", timezone=SHANGHAI)
+
+    # The head's two calls were answered; the staff's international calls were cut unanswered.
+    assert [(e.extension, e.callee_number) for e in entries] == [
+        ("9001", "02787654321"),
+        ("9001", "01087654321"),
+    ]
+    first, second = entries
+    assert first.caller_person_id == "head-9001"
+    assert first.started_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M") == "2026-11-23 09:33"
+    assert timedelta(seconds=2) < first.duration < timedelta(seconds=10)
+
+    csv_done, json_done, table_done, other_month = await asyncio.gather(
+        site.run("register", "--month", "2026-11", "--format", "csv"),
+        site.run("register", "--month", "2026-11", "--format", "json"),
+        site.run("register", "--month", "2026-11"),
+        site.run("register", "--month", "2026-10", "--format", "csv"),
+    )
+    assert csv_done.returncode == 0, csv_done.stderr
+    header, *rows = list(csv.reader(io.StringIO(csv_done.stdout)))
+    assert header == HEADERS
+    assert rows == [
+        [
+            str(e.id),
+            "Department head",
+            "9001",
+            e.callee_number,
+            "",
+            "国内长途",
+            e.started_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S"),
+            e.ended_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S"),
+            f"0:00:{int(e.duration.total_seconds()):02d}",
+            "",
+            "",
+            fill_status(e),
+        ]
+        for e in entries
+    ]
+    records = json.loads(json_done.stdout)
+    assert [(r["id"], r["caller_person_id"], r["is_filled"]) for r in records] == [
+        (first.id, "head-9001", False),
+        (second.id, "head-9001", False),
+    ]
+    assert records[0]["started_at"].endswith("+08:00")
+    assert all(
+        h in table_done.stdout.splitlines()[0] for h in ("使用人 caller", "联络事项 subject")
+    )
+    assert "合计 total: 2 条 entries, 未登记 unfilled: 2" in table_done.stdout
+    assert list(csv.reader(io.StringIO(other_month.stdout))) == [HEADERS]
+
+    filled = await site.run(
+        "register",
+        "fill",
+        str(first.id),
+        "--subject",
+        "与武汉客户核对合同条款",
+        "--outcome",
+        "对方同意修改，下周签字",
+        "--by",
+        "head-9001",
+        "--callee-name",
+        "王经理",
+    )
+    assert filled.returncode == 0, filled.stderr
+    assert f"已登记 filled: 编号 entry {first.id}" in filled.stdout
+    refused = await asyncio.gather(
+        site.run("register", "fill", "999", "--subject", "x", "--outcome", "y", "--by", "z"),
+        site.run(
+            "register", "fill", str(second.id), "--subject", " ", "--outcome", "y", "--by", "z"
+        ),
+    )
+    assert [r.returncode for r in refused] == [3, 3]
+    assert "no register entry 999" in refused[0].stderr
+    assert "subject (联络事项)" in refused[1].stderr
+
+    after = await site.run("register", "--month", "2026-11", "--format", "csv")
+    _, row, untouched = list(csv.reader(io.StringIO(after.stdout)))
+    assert row[4] == "王经理"
+    assert row[9:] == ["与武汉客户核对合同条款", "对方同意修改，下周签字", "已登记 filled"]
+    assert untouched[9:] == ["", "", fill_status(second)]
+
+    book_path = tmp_path / "长话登记表.xlsx"
+    written = await site.run(
+        "register", "--month", "2026-11", "--format", "xlsx", "--output", str(book_path)
+    )
+    assert written.returncode == 0, written.stderr
+    assert "(2 条 entries)" in written.stdout
+    book = await asyncio.to_thread(load_workbook, book_path)
+    sheet = book.active
+    assert sheet.title == "长话登记表 2026-11"
+    assert sheet["A1"].value == "长话登记表 Long-distance register · 2026-11 · reference"
+    assert sheet["A1"].font.bold
+    assert [c.value for c in sheet[2]] == HEADERS
+    assert all(c.font.bold for c in sheet[2])
+    values = [[c.value for c in r] for r in sheet.iter_rows(min_row=3)]
+    assert len(values) == 2
+    book_first, book_second = values
+    assert book_first[:6] == [
+        first.id,
+        "Department head",
+        "9001",
+        "02787654321",
+        "王经理",
+        "国内长途",
+    ]
+    # Excel date-times in site time, to the second as in the CSV.
+    assert book_first[6].strftime("%Y-%m-%d %H:%M:%S") == row[6]
+    assert book_first[7].strftime("%Y-%m-%d %H:%M:%S") == row[7]
+    assert book_first[8] == timedelta(seconds=int(first.duration.total_seconds()))
+    assert book_first[9:] == ["与武汉客户核对合同条款", "对方同意修改，下周签字", "已登记 filled"]
+    assert book_second[0] == second.id
+    assert book_second[4] is None
+    assert sheet.freeze_panes == "A3"
+    subject_width = sheet.column_dimensions["J"].width
+    assert subject_width >= len("与武汉客户核对合同条款") * 2
+
+
+async def test_an_entry_left_unfilled_past_the_deadline_is_one_ld7_demerit(
+    site: Site,
+) -> None:
+    answered = datetime(2026, 11, 23, 9, 33, tzinfo=SHANGHAI)
+    ledger = await FineLedger.open(site.url)
+    try:
+        await ledger.migrate()
+        await ledger.record_call(long_distance_call("late", answered))
+        await ledger.record_call(long_distance_call("kept", answered + timedelta(minutes=30)))
+        late, kept = await ledger.register("2026-11", timezone=SHANGHAI)
+        await ledger.fill_register(
+            kept.id,
+            subject="报价",
+            outcome="已确认",
+            by="head-9001",
+            at=answered + timedelta(hours=2),
+        )
+        writer = SpoolingLedger(ledger, site.spool)
+        deadline = late.ended_at + THREE_DAYS
+        clock = FakeClock(deadline - timedelta(minutes=1))
+        watch = RegisterWatch(ledger, writer, policy, clock, interval=0)
+
+        assert await watch.check_once() == []
+        clock.at = deadline
+        [draft] = await watch.check_once()
+        assert await watch.check_once() == []
+        clock.at = deadline + timedelta(days=30)
+        assert await watch.check_once() == []
+        # A restarted watch finds the offence in the ledger and records nothing new.
+        restarted = RegisterWatch(ledger, writer, policy, clock, interval=0)
+        assert await restarted.check_once() == []
+        looping = asyncio.create_task(restarted.run())
+        try:
+            async with asyncio.timeout(10):
+                await restarted.wait_for_passes(3)
+        finally:
+            looping.cancel()
+            await asyncio.gather(looping, return_exceptions=True)
+        offences = await ledger.offences(timezone=SHANGHAI)
+    finally:
+        await ledger.close()
+
+    assert draft.key == f"reference:register:{late.id}:LD-7"
+    [offence] = offences
+    assert offence.key == draft.key
+    assert offence.rule_id == "LD-7"
+    assert offence.citation == "000 L719"
+    assert (offence.person_id, offence.extension) == ("head-9001", "9001")
+    assert offence.at == deadline
+    assert offence.amount == Decimal("0.00")
+    assert offence.sanctions == (Sanction.DEMERIT,)
+    assert offence.call is not None
+    assert offence.call.linkedid == "late"
+
+
+async def test_the_running_daemon_records_overdue_entries(site: Site, tmp_path: Path) -> None:
+    answered = datetime(2026, 11, 23, 9, 33, tzinfo=SHANGHAI)
+    ledger = await FineLedger.open(site.url)
+    try:
+        await ledger.migrate()
+        await ledger.record_call(long_distance_call("forgotten", answered))
+    finally:
+        await ledger.close()
+    clock = FakeClock(answered + timedelta(days=4))
+    loaded = reference_policy()
+    with capture_logs() as logs:
+        async with SimulatedPbx(["register-and-qualify"], secret=SECRET) as pbx:
+            settings = Settings(
+                ami=AmiSettings(host=pbx.host, port=pbx.port, secret=SecretStr(SECRET)),
+                agi=AgiSettings(enabled=False),
+                ledger=LedgerSettings(url=site.url, spool=str(site.spool)),
+            )
+            service = await Service.build(settings, loaded, clock=clock)
+            stop = asyncio.Event()
+            task = asyncio.create_task(service.run(stop))
+            try:
+                await until(
+                    lambda: task.done() or any(e["event"] == "register entry overdue" for e in logs)
+                )
+                assert not task.done()
+                offences = await service.ledger.offences(timezone=SHANGHAI, rule="LD-7")
+            finally:
+                stop.set()
+                async with asyncio.timeout(10):
+                    await task
+    [offence] = offences
+    assert offence.call is not None
+    assert offence.call.linkedid == "forgotten"
+    assert offence.person_id == "head-9001"
