@@ -17,7 +17,6 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import aiomqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _fakes import NullLedger, NullPbx, WallClock
 from tests.support.mosquitto import MosquittoBroker
 
 from pbxguard.adapters.ami import AmiClient
@@ -36,27 +36,6 @@ from pbxguard.app.guard import Guard
 from pbxguard.app.notifier import Notifier
 
 ROUNDS = 300
-
-
-class NullLedger:
-    async def record_decision(self, rec: Any) -> None:
-        return None
-
-    async def record_offence(self, draft: Any, rule: Any, *, timezone: Any) -> None:
-        return None
-
-    async def record_call(self, summary: Any) -> None:
-        return None
-
-
-class NullPbx:
-    async def hangup(self, channel: str, cause: int = 21) -> None:
-        return None
-
-
-class Clock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 class LinkPublisher:
@@ -123,7 +102,7 @@ async def measure_guard(broker: MosquittoBroker, workdir: Path) -> list[float]:
         pbx=NullPbx(),
         ledger=NullLedger(),
         notifier=Notifier(LinkPublisher(link), site="reference"),
-        clock=Clock(),
+        clock=WallClock(),
     )
     client = AmiClient(
         "127.0.0.1",

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+from _fakes import NullLedger, NullPbx
+
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.app.guard import Guard
 from pbxguard.app.notifier import Notifier, NullPublisher
@@ -25,22 +27,6 @@ from pbxguard.protocol.ami import NEED_DATA, AmiMessage, AmiParser
 READ = 64 * 1024
 REPEAT = 40
 ROUNDS = 3
-
-
-class NullPbx:
-    async def hangup(self, channel: str, cause: int = 21) -> None:
-        return None
-
-
-class NullLedger:
-    async def record_decision(self, rec: Any) -> None:
-        return None
-
-    async def record_offence(self, draft: Any, rule: Any, *, timezone: Any) -> None:
-        return None
-
-    async def record_call(self, summary: Any) -> None:
-        return None
 
 
 class FixedClock:

@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -145,25 +144,13 @@ async def bare_client(port: int) -> None:
 
 async def guard_client(port: int) -> None:
 
+    from _fakes import NullLedger, WallClock
+
     from pbxguard.adapters.ami import AmiClient
     from pbxguard.adapters.logs import configure_logging
     from pbxguard.adapters.policy_file import load_policy
     from pbxguard.app.guard import Guard
     from pbxguard.app.notifier import Notifier, NullPublisher
-
-    class NullLedger:
-        async def record_decision(self, rec: Any) -> None:
-            return None
-
-        async def record_offence(self, draft: Any, rule: Any, *, timezone: Any) -> None:
-            return None
-
-        async def record_call(self, summary: Any) -> None:
-            return None
-
-    class Clock:
-        def now(self) -> datetime:
-            return datetime.now(UTC)
 
     class Pbx:
         client: AmiClient | None = None
@@ -181,7 +168,7 @@ async def guard_client(port: int) -> None:
         pbx=pbx_port,
         ledger=NullLedger(),
         notifier=Notifier(NullPublisher(), site="bench"),
-        clock=Clock(),
+        clock=WallClock(),
     )
     client = AmiClient(
         "127.0.0.1",

@@ -22,10 +22,10 @@ from pbxguard.adapters.fastagi import AgiChannel, AgiHandler
 from pbxguard.app.guard import Guard
 from pbxguard.app.ports import Clock
 from pbxguard.domain.approvals import Approval
-from pbxguard.domain.calls import RecordDecision, RecordOffence
+from pbxguard.domain.calls import RecordDecision, RecordOffence, decision_record, offence_of
 from pbxguard.domain.evaluate import CallAttempt, Decision, Verdict
 from pbxguard.domain.policy import Mode
-from pbxguard.domain.records import CallRef, DecisionRecord, Layer, OffenceDraft, Outcome
+from pbxguard.domain.records import CallRef, Layer, Outcome
 from pbxguard.errors import PbxGuardError
 from pbxguard.protocol.agi import AgiEnvironment
 
@@ -198,22 +198,8 @@ class PreDialGate:
     def _record(self, env: AgiEnvironment, decision: Decision, now: datetime) -> None:
         policy = self._guard.loaded.policy
         ref = CallRef(env.uniqueid, env.uniqueid, env.channel)
-        record = DecisionRecord(
-            key=f"{policy.site}:{env.uniqueid}:agi",
-            at=now,
-            call=ref,
-            layer=Layer.AGI,
-            extension=decision.extension,
-            person_id=decision.person_id,
-            dialled=decision.classification.dialled,
-            number=decision.classification.number,
-            number_class=decision.number_class.value,
-            verdict=decision.verdict.value,
-            rule_id=decision.rule_id,
-            reason_zh=decision.reason_zh,
-            reason_en=decision.reason_en,
-            approval_id=decision.approval_id,
-            policy_version=decision.policy_version,
+        record = decision_record(
+            decision, key=f"{policy.site}:{env.uniqueid}:agi", at=now, call=ref, layer=Layer.AGI
         )
         effects: list[RecordDecision | RecordOffence] = [RecordDecision(record)]
         rule = policy.rules.get(decision.rule_id)
@@ -226,29 +212,8 @@ class PreDialGate:
         # A monitored call that goes ahead and whose fine depends on its charge is recorded
         # by the AMI layer when it ends, priced from its talk time.
         if decision.offence and not priced_at_end:
-            dialled = decision.classification.dialled
-            effects.append(
-                RecordOffence(
-                    OffenceDraft(
-                        # The same key as the AMI layer's, so a call judged by both is one
-                        # offence.
-                        key=f"{policy.site}:{env.uniqueid}:{decision.rule_id}",
-                        rule_id=decision.rule_id,
-                        at=now,
-                        call=ref,
-                        extension=decision.extension,
-                        person_id=decision.person_id,
-                        person_name=decision.person_name,
-                        department=decision.department,
-                        number=decision.classification.number,
-                        number_class=decision.number_class.value,
-                        outcome=Outcome.MONITORED
-                        if policy.mode is Mode.MONITOR
-                        else Outcome.REFUSED,
-                        detail_zh=f"{decision.extension} 拨打 {dialled}：{decision.reason_zh}",
-                        detail_en=f"{decision.extension} dialled {dialled}: {decision.reason_en}",
-                        policy_version=decision.policy_version,
-                    )
-                )
-            )
+            outcome = Outcome.MONITORED if policy.mode is Mode.MONITOR else Outcome.REFUSED
+            # The same key as the AMI layer's, so a call judged by both is one offence.
+            draft = offence_of(decision, site=policy.site, at=now, call=ref, outcome=outcome)
+            effects.append(RecordOffence(draft))
         self._guard.submit(effects)

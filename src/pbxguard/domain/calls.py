@@ -158,6 +158,53 @@ class RecordCall:
 
 Effect = HangupChannel | RecordDecision | RecordOffence | RecordCall
 
+
+def decision_record(
+    decision: Decision, *, key: str, at: datetime, call: CallRef, layer: Layer
+) -> DecisionRecord:
+    """Return the ledger record of a decision given for a call by either layer."""
+    return DecisionRecord(
+        key=key,
+        at=at,
+        call=call,
+        layer=layer,
+        extension=decision.extension,
+        person_id=decision.person_id,
+        dialled=decision.classification.dialled,
+        number=decision.classification.number,
+        number_class=decision.number_class.value,
+        verdict=decision.verdict.value,
+        rule_id=decision.rule_id,
+        reason_zh=decision.reason_zh,
+        reason_en=decision.reason_en,
+        approval_id=decision.approval_id,
+        policy_version=decision.policy_version,
+    )
+
+
+def offence_of(
+    decision: Decision, *, site: str, at: datetime, call: CallRef, outcome: Outcome
+) -> OffenceDraft:
+    """Return the offence a denied call is, keyed so both layers record it once."""
+    dialled = decision.classification.dialled
+    return OffenceDraft(
+        key=f"{site}:{call.uniqueid}:{decision.rule_id}",
+        rule_id=decision.rule_id,
+        at=at,
+        call=call,
+        extension=decision.extension,
+        person_id=decision.person_id,
+        person_name=decision.person_name,
+        department=decision.department,
+        number=decision.classification.number,
+        number_class=decision.number_class.value,
+        outcome=outcome,
+        detail_zh=f"{decision.extension} 拨打 {dialled}：{decision.reason_zh}",
+        detail_en=f"{decision.extension} dialled {dialled}: {decision.reason_en}",
+        policy_version=decision.policy_version,
+    )
+
+
 Judge = Callable[[CallAttempt, str, datetime], Decision]
 """Decide a call attempt: (attempt, caller's Uniqueid, time) -> Decision."""
 
@@ -348,22 +395,12 @@ class CallTracker:
         ref = CallRef(call.linkedid, call.uniqueid, call.channel)
         effects: list[Effect] = [
             RecordDecision(
-                DecisionRecord(
+                decision_record(
+                    decision,
                     key=f"{self.policy.site}:{call.uniqueid}:ami:{trunk_channel}",
                     at=at,
                     call=ref,
                     layer=Layer.AMI,
-                    extension=call.extension,
-                    person_id=decision.person_id,
-                    dialled=number,
-                    number=decision.classification.number,
-                    number_class=decision.number_class.value,
-                    verdict=decision.verdict.value,
-                    rule_id=decision.rule_id,
-                    reason_zh=decision.reason_zh,
-                    reason_en=decision.reason_en,
-                    approval_id=decision.approval_id,
-                    policy_version=decision.policy_version,
                 )
             )
         ]
@@ -380,7 +417,13 @@ class CallTracker:
                 )
             )
         if decision.offence:
-            draft = self._offence_draft(call, decision, at, outcome)
+            draft = offence_of(
+                decision,
+                site=self.policy.site,
+                at=at,
+                call=CallRef(call.linkedid, call.uniqueid, call.channel),
+                outcome=outcome,
+            )
             rule = self.policy.rules.get(decision.rule_id)
             needs_charge = (
                 rule is not None and rule.penalty is not None and rule.penalty.needs_charge
@@ -391,27 +434,6 @@ class CallTracker:
             else:
                 effects.append(RecordOffence(draft))
         return effects
-
-    def _offence_draft(
-        self, call: _Call, decision: Decision, at: datetime, outcome: Outcome
-    ) -> OffenceDraft:
-        dialled = decision.classification.dialled
-        return OffenceDraft(
-            key=f"{self.policy.site}:{call.uniqueid}:{decision.rule_id}",
-            rule_id=decision.rule_id,
-            at=at,
-            call=CallRef(call.linkedid, call.uniqueid, call.channel),
-            extension=call.extension,
-            person_id=decision.person_id,
-            person_name=decision.person_name,
-            department=decision.department,
-            number=decision.classification.number,
-            number_class=decision.number_class.value,
-            outcome=outcome,
-            detail_zh=f"{call.extension} 拨打 {dialled}：{decision.reason_zh}",
-            detail_en=f"{call.extension} dialled {dialled}: {decision.reason_en}",
-            policy_version=decision.policy_version,
-        )
 
     def _check_dispatch_use(self, call: _Call, decision: Decision, at: datetime) -> list[Effect]:
         """DT-3: a dispatch phone calling a non-business number in operating hours."""
