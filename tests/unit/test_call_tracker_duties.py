@@ -96,3 +96,21 @@ def test_alarm_phone_misuse_is_answered_for_by_the_guard_on_duty() -> None:
     assert [e.channel for e in effects if isinstance(e, HangupChannel)] == [
         "Local/13800138000@pstn-00000005;1"
     ]
+
+
+def test_a_call_that_starts_while_the_snapshot_is_taken_is_not_ended_by_it() -> None:
+    """Events keep flowing during a resync: the snapshot may predate a call it omits."""
+    from pbxguard.domain.calls import RecordCall, ResyncDone, ResyncStarted
+
+    policy = dataclasses.replace(LOADED.policy, mode=Mode.MONITOR)
+    tracker = tracker_for(policy)
+    at = datetime(2026, 11, 23, 10, 0, tzinfo=SHANGHAI)
+    old = outbound_call("2003", "02112345678", at, 7)[:3]  # its hangup was lost while away
+    tracker.handle_all(old)
+    tracker.handle(ResyncStarted(at))
+    new = outbound_call("2001", "13800138000", at, 8)[:3]  # begins after the request
+    tracker.handle_all(new)
+    ended = tracker.handle(ResyncDone(at))  # the snapshot listed no channel at all
+    assert [e.summary.dialled for e in ended if isinstance(e, RecordCall)] == ["02112345678"]
+    assert tracker.live_calls == 1
+    assert tracker.call_of("PJSIP/2001-00000008") == "1795400000.8"

@@ -38,6 +38,7 @@ from pbxguard.domain.calls import (
     RecordDecision,
     RecordOffence,
     ResyncDone,
+    ResyncStarted,
 )
 from pbxguard.domain.endpoints import EndpointBook
 from pbxguard.domain.evaluate import CallAttempt, Decision, evaluate
@@ -172,6 +173,7 @@ class Guard:
 
     async def resync(self, list_action: ListAction) -> None:
         """Catch up with the PBX after a (re)login: judge live calls not seen yet."""
+        self._apply(self.tracker.handle(ResyncStarted(self._clock.now())))
         items = await list_action("CoreShowChannels")
         now = self._clock.now()
         for item in items:

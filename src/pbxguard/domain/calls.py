@@ -114,13 +114,32 @@ class ChannelSeen:
 
 
 @dataclass(frozen=True, slots=True)
+class ResyncStarted:
+    """The shell is about to ask for the live channels (sent before ``CoreShowChannels``).
+
+    Events keep arriving while the snapshot is taken; a call with events after this point is
+    alive whatever the snapshot says, so only calls silent since then can end at `ResyncDone`.
+    """
+
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ResyncDone:
     """The resync snapshot is complete: every live channel has been seen."""
 
     at: datetime
 
 
-ChannelEvent = ChannelCreated | DialBegan | DialEnded | ChannelHungUp | ChannelSeen | ResyncDone
+ChannelEvent = (
+    ChannelCreated
+    | DialBegan
+    | DialEnded
+    | ChannelHungUp
+    | ChannelSeen
+    | ResyncStarted
+    | ResyncDone
+)
 
 # --- effects --------------------------------------------------------------------------------
 
@@ -256,6 +275,7 @@ class _Call:
     direction: str = "internal"
     deferred: list[OffenceDraft] = field(default_factory=list)
     channels: set[str] = field(default_factory=set)
+    last_event: int = 0
     rings: dict[str, _Ring] = field(default_factory=dict)
 
 
@@ -277,6 +297,8 @@ class CallTracker:
         self._calls: dict[str, _Call] = {}
         self._channel_call: dict[str, str] = {}
         self._resync_seen: set[str] = set()
+        self._events = 0
+        self._resync_mark: int | None = None
         self._resync_trunks: list[tuple[str, str]] = []
         self._occupancies: dict[str, _Occupancy] = {}
 
@@ -295,6 +317,7 @@ class CallTracker:
 
     def handle(self, event: ChannelEvent) -> list[Effect]:
         """Apply one event and return the effects it causes."""
+        self._events += 1
         if isinstance(event, DialBegan):
             return self._dial_began(event)
         if isinstance(event, ChannelCreated):
@@ -306,6 +329,9 @@ class CallTracker:
             return self._hung_up(event)
         if isinstance(event, ChannelSeen):
             return self._seen(event)
+        if isinstance(event, ResyncStarted):
+            self._resync_mark = self._events
+            return []
         return self._resync_done(event)
 
     def handle_all(self, events: Iterable[ChannelEvent]) -> list[Effect]:
@@ -331,6 +357,7 @@ class CallTracker:
             call = _Call(linkedid, uniqueid, channel, extension, caller_name, at)
             self._calls[linkedid] = call
         call.channels.add(channel)
+        call.last_event = self._events
         self._channel_call[channel] = linkedid
         return call
 
@@ -470,6 +497,7 @@ class CallTracker:
         call = self._calls.get(linkedid)
         if call is None:
             return []
+        call.last_event = self._events
         if event.status == "ANSWER" and call.answered_at is None:
             call.answered_at = event.at
         ring = call.rings.pop(event.dest_channel, None)
@@ -645,6 +673,7 @@ class CallTracker:
         if call is None:
             return []
         call.channels.discard(event.channel)
+        call.last_event = self._events
         if event.channel != call.channel and call.channels:
             return []
         return self._finish(call, event.at)
@@ -726,11 +755,17 @@ class CallTracker:
             number = self.channels.number_in_channel(route, channel) or call.dialled
             effects.extend(self._outbound(call, channel, number, route.with_access_code, event.at))
         self._resync_trunks = []
+        mark = self._events if self._resync_mark is None else self._resync_mark
         for call in list(self._calls.values()):
+            if call.last_event > mark:
+                continue  # events since the snapshot was asked for: alive whatever it says
             call.channels &= self._resync_seen
             if not call.channels:
                 effects.extend(self._finish(call, event.at))
-        for channel in [c for c in self._channel_call if c not in self._resync_seen]:
+        for channel in [
+            c for c, linkedid in self._channel_call.items() if linkedid not in self._calls
+        ]:
             del self._channel_call[channel]
         self._resync_seen = set()
+        self._resync_mark = None
         return effects
