@@ -106,3 +106,36 @@ async def test_alarm_phone_unreachable_at_night_alerts_over_mqtt_at_once(tmp_pat
     assert payload["line"] == "8001"
     assert payload["person"] == "duty-wang"  # on duty on the hotline rota line
     assert [o.rule_id for o in offences] == ["EM-2"]
+
+
+async def test_enforcement_never_waits_for_a_broker_that_is_down(tmp_path: Path) -> None:
+    """The broker is down while a forbidden call is cut; its offence arrives once it is back."""
+    async with MosquittoBroker(tmp_path / "broker", persistence=True) as broker:
+        # A persistent subscriber session: the broker keeps what arrives while it is away.
+        def console_session() -> aiomqtt.Client:
+            return aiomqtt.Client(
+                broker.host, broker.port, identifier="audit-console", clean_session=False
+            )
+
+        async with console_session() as console:
+            await console.subscribe("pbxguard/reference/offences", qos=1)
+        await broker.stop()
+        mqtt = MqttSettings(
+            enabled=True, host=broker.host, port=broker.port, spool=str(tmp_path / "mq")
+        )
+        async with guard_against(["staff-international-answered"], tmp_path, mqtt=mqtt) as run:
+            await run.settle()
+            # Enforcement went ahead without the broker: the call was cut before it answered.
+            assert run.hangups() == ["Local/00441632960123@pstn-00000000;1"]
+            link = run.service.link
+            assert link is not None
+            assert link.counters.delivered == 0
+            await broker.start()
+            async with asyncio.timeout(20):
+                await link.wait_delivered(link.counters.queued)
+        async with console_session() as console, asyncio.timeout(20):
+            message = await anext(aiter(console.messages))
+    payload = json.loads(message.payload)
+    assert payload["rule"] == "LD-2"
+    assert payload["amount"] == "500.00"
+    assert payload["person"] == "staff-2001"
