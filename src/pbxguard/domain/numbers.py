@@ -129,11 +129,18 @@ class NumberingPlan:
     taiwan: tuple[str, ...] = ("886",)
     domestic_country_code: str = "86"
 
+    _extension_lengths: frozenset[int] = field(default=frozenset(), repr=False, compare=False)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "local_area_code", self.local_area_code.lstrip("0"))
+        lengths = frozenset(len(r.first) for r in self.extensions)
+        object.__setattr__(self, "_extension_lengths", lengths)
 
     def is_extension(self, digits: str) -> bool:
         """Tell whether ``digits`` is one of the site's internal extensions."""
+        # Most dialled numbers are longer than any extension: answer those at once.
+        if len(digits) not in self._extension_lengths:
+            return False
         return any(digits in r for r in self.extensions)
 
 
@@ -231,7 +238,7 @@ class NumberClassifier:
             return Classification(dialled, "", NumberClass.INVALID, "empty number")
         if cleaned.lower().startswith(("sip:", "sips:", "tel:")) or "@" in cleaned:
             return Classification(dialled, "", NumberClass.INVALID, "a SIP URI, not a number")
-        if _FEATURE.fullmatch(cleaned):
+        if ("*" in cleaned or "#" in cleaned) and _FEATURE.fullmatch(cleaned):
             return Classification(dialled, cleaned, NumberClass.FEATURE, "feature code")
         international = cleaned.startswith("+")
         digits = cleaned[1:] if international else cleaned
@@ -257,7 +264,8 @@ class NumberClassifier:
                 return Classification(dialled, digits, NumberClass.EMERGENCY, "emergency number")
         carrier = ""
         whole_mobile = len(digits) == 11 and digits.startswith(plan.mobile_prefixes)
-        for prefix in () if whole_mobile else plan.carrier_prefixes:
+        via_carrier = not whole_mobile and digits.startswith(plan.carrier_prefixes)
+        for prefix in plan.carrier_prefixes if via_carrier else ():
             if digits.startswith(prefix) and len(digits) > len(prefix) + 2:
                 carrier, digits = prefix, digits[len(prefix) :]
                 break
