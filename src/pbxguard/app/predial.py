@@ -116,8 +116,15 @@ class PreDialGate:
         ref = CallRef(env.uniqueid, env.uniqueid, env.channel)
         owner = None
         if code:
+            # The phone's owner is the likeliest holder: check their codes alone first.
+            hint = self._guard.loaded.policy.person_at(extension)
             try:
-                owner = await self._codes.check_code(code, now, extension=extension, call=ref)
+                if hint is not None:
+                    owner = await self._codes.check_code(
+                        code, now, person_id=hint.id, extension=extension, call=ref
+                    )
+                if owner is None:
+                    owner = await self._codes.check_code(code, now, extension=extension, call=ref)
             except PbxGuardError as exc:
                 log.warning("authorization code check failed", error=str(exc))
         if owner is not None:

@@ -291,6 +291,18 @@ class _Candidate:
     code_hash: str
 
 
+def code_hasher() -> PasswordHasher:
+    """Return the hasher for authorization codes: Argon2id, cheap enough for the dialplan.
+
+    A code is checked against every live code while the caller waits and Asterisk gives the
+    FastAGI request about two seconds; argon2-cffi's defaults cost ~150 ms a check here, so a
+    site with ten live codes would time out. One pass over 8 MiB costs ~4 ms. A 4-8 digit code
+    cannot resist an offline search whatever the cost: the ledger database must stay private.
+    Hashes made with other parameters still verify (Argon2 stores them in the hash).
+    """
+    return PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
+
+
 def _matching_code(hasher: PasswordHasher, code: str, candidates: Sequence[_Candidate]) -> int:
     """Return the index of the candidate whose hash matches ``code``, or -1."""
     for index, candidate in enumerate(candidates):
@@ -333,7 +345,7 @@ class FineLedger:
         except exc.ArgumentError as error:
             raise LedgerError(f"not a database URL: {error}") from error
         engine = _create_engine(parsed, busy_timeout)
-        return cls(engine, password_hasher=password_hasher or PasswordHasher())
+        return cls(engine, password_hasher=password_hasher or code_hasher())
 
     async def close(self) -> None:
         """Close every pooled connection."""
