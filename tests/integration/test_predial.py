@@ -7,10 +7,11 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -363,6 +364,12 @@ async def test_an_approval_that_ends_at_noon_allows_the_morning_only(tmp_path: P
         "deny",
     ]
     assert afternoon.variables["PBXGUARD_RULE"] == "LD-2"
+    # The end of the window is an event in the ledger, with who and when.
+    with closing(sqlite3.connect(tmp_path / "ledger.sqlite3")) as db:
+        events = db.execute(
+            "SELECT kind, actor FROM approvals WHERE approval_id = 'ap-noon' ORDER BY id"
+        ).fetchall()
+    assert events == [("grant", events[0][1]), ("use", ""), ("use", ""), ("expire", "pbxguard")]
 
 
 # -- authorization codes -------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from pbxguard.app.notifier import Notifier, NullPublisher
 from pbxguard.app.ports import Clock, EventPublisher
 from pbxguard.app.predial import PreDialGate
 from pbxguard.app.register_watch import RegisterWatch
+from pbxguard.domain.approvals import Approval
 from pbxguard.errors import PbxGuardError
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,7 @@ class Service:
     clock: Clock
     extra_tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     policy_check_seconds: float = POLICY_CHECK_SECONDS
+    _active_approvals: dict[str, Approval] = field(default_factory=dict)
 
     @classmethod
     async def build(
@@ -111,12 +113,23 @@ class Service:
         return cls(settings, loaded, ledger, spool, guard, ami, agi, link, clock)
 
     async def refresh_approvals(self) -> None:
-        """Reload the active approvals from the ledger into the guard."""
+        """Reload the active approvals into the guard; record the ones whose window ended."""
+        now = self.clock.now()
         try:
-            approvals = await self.ledger.active_approvals(self.clock.now())
+            approvals = await self.ledger.active_approvals(now)
+            active = {a.id: a for a in approvals}
+            for gone in self._active_approvals.keys() - active.keys():
+                approval = self._active_approvals[gone]
+                # Gone because its window ended (not revoked, not used up): an expiry event.
+                if now >= approval.valid_until:
+                    await self.ledger.expire_approval(
+                        gone, at=approval.valid_until, by="pbxguard", reason="validity ended"
+                    )
+                    log.info("approval expired", approval=gone, person=approval.person_id)
         except PbxGuardError as exc:
             log.warning("could not refresh approvals", error=str(exc))
             return
+        self._active_approvals = active
         self.guard.set_approvals(approvals)
 
     def _policy_stamp(self) -> tuple[float, ...]:
