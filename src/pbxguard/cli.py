@@ -124,6 +124,14 @@ def _add_code(sub: Any) -> None:
     issue.add_argument("--by", required=True, metavar="WHO", help="who issues it")
     issue.add_argument("--code", metavar="DIGITS", help="use these digits instead of random ones")
     issue.add_argument("--config")
+    listing = actions.add_parser("list", help="list the codes issued (never their digits)")
+    listing.add_argument("--person", metavar="P")
+    listing.add_argument("--config")
+    revoke = actions.add_parser("revoke", help="withdraw a code at once")
+    revoke.add_argument("id", type=int, metavar="ID", help="the code's 编号 in `code list`")
+    revoke.add_argument("--by", required=True, metavar="WHO")
+    revoke.add_argument("--reason", required=True, metavar="TEXT")
+    revoke.add_argument("--config")
 
 
 def _add_register(sub: Any) -> None:

@@ -335,3 +335,27 @@ async def test_a_generated_code_is_shown_once_and_only_its_hash_is_stored(
         assert await ledger.check_code(code, expires + timedelta(minutes=1)) is None
         assert await ledger.check_code(code, now) == "head-9001"
         assert await ledger.check_code(code, now) is None  # one-time: used up
+
+
+async def test_codes_are_listed_without_digits_and_a_revoked_code_stops_working(
+    site: Site,
+) -> None:
+    issued = await site.run(
+        "code", "issue", "--person", "head-9001", "--by", "admin", "--code", "58213409"
+    )
+    assert issued.returncode == 0, issued.stderr
+    listed = await site.run("code", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "head-9001" in listed.stdout
+    assert "有效 in force" in listed.stdout
+    assert "58213409" not in listed.stdout
+    code_id = next(line.split()[0] for line in listed.stdout.splitlines() if "head-9001" in line)
+
+    revoked = await site.run("code", "revoke", code_id, "--by", "admin", "--reason", "泄露 leaked")
+    assert revoked.returncode == 0, revoked.stderr
+    async with await site.ledger() as ledger:
+        assert await ledger.check_code("58213409", datetime.now(UTC)) is None
+    again = await site.run("code", "revoke", code_id, "--by", "admin", "--reason", "twice")
+    assert again.returncode == 3
+    assert "already stopped working" in again.stderr
+    assert "已撤销 revoked" in (await site.run("code", "list")).stdout

@@ -556,8 +556,7 @@ async def test_answered_long_distance_calls_fill_the_register(ledger: FineLedger
         outcome="对方同意修改, 下周签字",
         by="p-wang",
         at=local(2026, 11, 2, 9),
-        callee_name="李经理",
-    )
+    )  # no callee name: the one given earlier stays
     assert corrected.outcome.endswith("下周签字")
     [again] = await ledger.register("2026-10", timezone=SHANGHAI)
     assert (again.subject, again.outcome, again.callee_name) == (

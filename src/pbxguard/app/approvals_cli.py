@@ -324,8 +324,71 @@ async def approve_revoke(args: argparse.Namespace) -> int:
 
 
 async def code(args: argparse.Namespace) -> int:
-    """Run ``pbxguard code issue``."""
+    """Run ``pbxguard code issue|list|revoke``."""
+    if args.code_command == "list":
+        return await code_list(args)
+    if args.code_command == "revoke":
+        return await code_revoke(args)
     return await code_issue(args)
+
+
+_CODE_ENDED = {
+    "": "有效 in force",
+    "used": "已使用 used",
+    "revoked": "已撤销 revoked",
+    "expired": "已过期 expired",
+}
+
+
+async def code_list(args: argparse.Namespace) -> int:
+    """List the codes issued, never their digits."""
+    settings, policy = _load(args.config)
+    zone = policy.timezone
+    async with _ledger(settings) as store:
+        found = await store.codes(now=SystemClock().now(), person=args.person)
+    if not found:
+        print("没有授权码 — no authorization codes.")
+        return 0
+    rows = [
+        {
+            "id": str(c.id),
+            "person": c.person_id,
+            "kind": "一次性 one-time" if c.one_time else "可重复 reusable",
+            "issued": f"{c.created_at.astimezone(zone):{_TIME}} {c.created_by}",
+            "expires": f"{c.expires_at.astimezone(zone):{_TIME}}" if c.expires_at else "-",
+            "used": str(c.used),
+            "state": _CODE_ENDED[c.ended],
+        }
+        for c in found
+    ]
+    print(
+        render_table(
+            rows,
+            (
+                ("id", "编号", "id"),
+                ("person", "持有人", "owner"),
+                ("kind", "类型", "kind"),
+                ("issued", "发放", "issued"),
+                ("expires", "到期", "expires"),
+                ("used", "使用次数", "uses"),
+                ("state", "状态", "state"),
+            ),
+        )
+    )
+    return 0
+
+
+async def code_revoke(args: argparse.Namespace) -> int:
+    """Withdraw a code at once."""
+    settings, _policy = _load(args.config)
+    if not args.reason.strip():
+        raise PbxGuardError("--reason must say why the code is revoked")
+    async with _ledger(settings) as store:
+        info = await store.revoke_code(
+            args.id, by=args.by, at=SystemClock().now(), reason=args.reason
+        )
+    print(f"授权码已撤销 code {info.id} of {info.person_id} revoked by {args.by}")
+    return 0
 
 
 async def code_issue(args: argparse.Namespace) -> int:

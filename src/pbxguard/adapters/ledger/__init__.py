@@ -8,6 +8,7 @@ or locked never loses a write.
 from pbxguard.adapters.ledger.entries import (
     Adjustment,
     AdjustmentKind,
+    CodeInfo,
     FineTotal,
     OffenceEntry,
     RegisterEntry,
@@ -18,6 +19,7 @@ from pbxguard.adapters.ledger.store import FineLedger, month_bounds
 __all__ = [
     "Adjustment",
     "AdjustmentKind",
+    "CodeInfo",
     "FineLedger",
     "FineTotal",
     "OffenceEntry",

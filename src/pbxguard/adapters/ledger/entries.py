@@ -161,3 +161,28 @@ class FineTotal:
     amount: Decimal
     department_head_amount: Decimal
     excused: int
+
+
+@dataclass(frozen=True, slots=True)
+class CodeInfo:
+    """An authorization code as the ledger knows it: never its digits, only its life.
+
+    Attributes:
+        id: the code's number in the ledger (what ``code revoke`` takes).
+        person_id: its owner.
+        one_time: whether it works for one call.
+        created_at: when it was issued.
+        created_by: who issued it.
+        expires_at: when it stops working, if ever.
+        used: how many calls it authorised.
+        ended: "" while it works; "used" (one-time, spent), "revoked" or "expired".
+    """
+
+    id: int
+    person_id: str
+    one_time: bool
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    used: int
+    ended: str

@@ -49,6 +49,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from pbxguard.adapters.ledger.entries import (
     Adjustment,
     AdjustmentKind,
+    CodeInfo,
     FineTotal,
     OffenceEntry,
     RegisterEntry,
@@ -106,6 +107,7 @@ class _ApprovalEvent:
 class _CodeEvent:
     USE = "use"
     FAILURE = "failure"
+    REVOKE = "revoke"
 
 
 def _unavailable(error: BaseException) -> bool:
@@ -776,6 +778,17 @@ class FineLedger:
             row = await session.get(RegisterEntryRow, entry_id)
             if row is None:
                 raise LedgerError(f"no register entry {entry_id}")
+            if not callee_name:
+                # A fill that does not name the callee keeps the name an earlier fill gave.
+                earlier = (
+                    await session.exec(
+                        select(RegisterFillRow)
+                        .where(RegisterFillRow.entry_id == entry_id)
+                        .order_by(col(RegisterFillRow.id).desc())
+                        .limit(1)
+                    )
+                ).first()
+                callee_name = earlier.callee_name if earlier is not None else ""
             fill = RegisterFillRow(
                 entry_id=entry_id,
                 subject=subject,
@@ -1092,6 +1105,89 @@ class FineLedger:
                 )
             )
         _log.warning("authorization_code_failed", extension=extension, reason=reason)
+
+    async def revoke_code(self, code_id: int, *, by: str, at: datetime, reason: str) -> CodeInfo:
+        """Withdraw a code (a leaked one, a person who left): it stops working at once.
+
+        Raises:
+            LedgerError: there is no such code, or it had already stopped working.
+        """
+        _aware(at, "revocation time")
+        if not by.strip():
+            raise LedgerError("a revocation needs to say who revokes the code")
+        async with self._write() as session:
+            row = await session.get(AuthorizationCodeRow, code_id)
+            if row is None:
+                raise LedgerError(f"no authorization code {code_id}")
+            # Revoking spends the code the way its single use spends a one-time code: the
+            # unique constraint then keeps every later check from finding it.
+            new_id = await self._insert_new(
+                session,
+                CodeEventRow,
+                {
+                    "kind": _CodeEvent.REVOKE,
+                    "code_id": code_id,
+                    "consumed_code_id": code_id,
+                    "at": at,
+                    "extension": "",
+                    "person_id": by,
+                    "linkedid": "",
+                    "reason": reason,
+                },
+                "consumed_code_id",
+            )
+            if new_id is None:
+                raise LedgerError(f"authorization code {code_id} had already stopped working")
+        _log.info("authorization_code_revoked", code_id=code_id, by=by)
+        [info] = [c for c in await self.codes(now=at) if c.id == code_id]
+        return info
+
+    async def codes(self, *, now: datetime, person: str | None = None) -> list[CodeInfo]:
+        """Return the codes issued (to ``person``), oldest first, with how each one stands."""
+        _aware(now, "now")
+        statement = select(AuthorizationCodeRow).order_by(col(AuthorizationCodeRow.id))
+        if person is not None:
+            statement = statement.where(AuthorizationCodeRow.person_id == person)
+        async with self._read() as session:
+            rows = (await session.exec(statement)).all()
+            events = (
+                await session.exec(
+                    select(CodeEventRow).where(col(CodeEventRow.code_id).is_not(None))
+                )
+            ).all()
+        uses: dict[int, int] = {}
+        revoked: set[int] = set()
+        for happening in events:
+            if happening.code_id is None:
+                continue
+            if happening.kind == _CodeEvent.USE:
+                uses[happening.code_id] = uses.get(happening.code_id, 0) + 1
+            elif happening.kind == _CodeEvent.REVOKE:
+                revoked.add(happening.code_id)
+        found = []
+        for row in rows:
+            code_id = row.id or 0
+            used = uses.get(code_id, 0)
+            ended = ""
+            if code_id in revoked:
+                ended = "revoked"
+            elif row.one_time and used:
+                ended = "used"
+            elif row.expires_at is not None and row.expires_at <= now:
+                ended = "expired"
+            found.append(
+                CodeInfo(
+                    code_id,
+                    row.person_id,
+                    row.one_time,
+                    row.created_at,
+                    row.created_by,
+                    row.expires_at,
+                    used,
+                    ended,
+                )
+            )
+        return found
 
     async def code_failures(self, *, extension: str, since: datetime) -> int:
         """Return how many failed code attempts ``extension`` made since ``since``."""
