@@ -132,6 +132,9 @@ def test_demo_plays_a_working_day_and_prints_the_ledger() -> None:
     assert "PR-1" in out
     assert "EM-1" in out
     assert "张伟" in out
+    # The duty phone unplugged in working hours: an open alert, and DT-1 recorded at the stop.
+    assert "DT-1" in out
+    assert "热线值班1（8001）不可达" in out
     # Emergency calls went through and were not fined.
     emergency_rows = [line for line in out.splitlines() if " 110 " in line or " 119 " in line]
     assert emergency_rows

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from pydantic import SecretStr
 
+from pbxguard.adapters.clock import ShiftedClock
 from pbxguard.adapters.ledger import FineLedger, OffenceEntry
 from pbxguard.adapters.logs import configure_logging
 from pbxguard.adapters.policy_file import LoadedPolicy, load_policy
@@ -31,6 +32,7 @@ from pbxguard.app.reports import render_offences, render_table
 from pbxguard.app.service import Service
 from pbxguard.domain.policy import Mode
 from pbxguard.domain.records import CallSummary
+from pbxguard.domain.standby import RaiseAlert
 from pbxguard.simulator.ami_server import SimulatedPbx, back_to_back
 
 log = structlog.get_logger(__name__)
@@ -49,6 +51,7 @@ DEMO_DAY = (
     "hotline-answered-after-18s",
     "hk-call-cut-by-ami-hangup",
     "burst-mixed-calls",
+    "duty-phone-unplugged",
 )
 
 
@@ -122,7 +125,9 @@ async def demo(args: argparse.Namespace) -> int:
             agi=AgiSettings(enabled=False),
             ledger=LedgerSettings(url=url, spool=str(workdir / "ledger.spool")),
         )
-        service = await Service.build(settings, loaded, raise_on_auth_failure=True)
+        service = await Service.build(
+            settings, loaded, clock=ShiftedClock(start), raise_on_auth_failure=True
+        )
         stop = asyncio.Event()
         runner = asyncio.create_task(service.run(stop))
         done, _ = await asyncio.wait(
@@ -132,15 +137,25 @@ async def demo(args: argparse.Namespace) -> int:
             runner.result()
             return 1
         await service.guard.drained()
-        await service.spool.wait_drained()
-        store = service.ledger
-        entries = await store.offences(timezone=tz)
-        calls = await store.calls()
+        alerts = service.guard.watch.open_alerts()
         stats = service.guard.stats
+        # Stopping records the outages still under way (the unplugged duty phone).
         stop.set()
         await runner
+    async with await FineLedger.open(url) as store:
+        entries = await store.offences(timezone=tz)
+        calls = await store.calls()
     _print_demo(entries, calls, stats.hangups_sent, tz, url)
+    _print_alerts(alerts, stats.alerts, tz)
     return 0
+
+
+def _print_alerts(alerts: Sequence[RaiseAlert], raised: int, zone: ZoneInfo) -> None:
+    print(f"\n告警 alerts raised: {raised}; still open when the day ended: {len(alerts)}")
+    for alert in alerts:
+        since = alert.since.astimezone(zone).strftime("%H:%M:%S")
+        print(f"  {since}  {alert.rule_id}  {alert.message_zh}")
+        print(f"            {alert.message_en}")
 
 
 def _print_demo(
