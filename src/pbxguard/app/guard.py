@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,7 @@ from pbxguard.domain.calls import (
 from pbxguard.domain.endpoints import EndpointBook
 from pbxguard.domain.evaluate import CallAttempt, Decision, evaluate
 from pbxguard.domain.policy import LineUse, Policy
+from pbxguard.domain.records import OffenceDraft, Outcome
 from pbxguard.domain.rota import Rota
 from pbxguard.domain.standby import ClearAlert, RaiseAlert, StandbyEffect, StandbyWatch, WatchedLine
 from pbxguard.errors import AmiActionError, PbxGuardError
@@ -258,9 +259,27 @@ class Guard:
     # -- effects --------------------------------------------------------------------------
 
     def _apply(self, effects: Sequence[Effect | StandbyEffect]) -> None:
+        # An offence whose outcome is "hung up" is written once the hangup has been answered,
+        # so that a hangup the PBX refused is recorded as not stopped.
+        cut = {e.linkedid for e in effects if isinstance(e, HangupChannel)}
         for effect in effects:
             if isinstance(effect, HangupChannel):
-                self._start(self._hangup(effect))
+                held = [
+                    e.draft
+                    for e in effects
+                    if isinstance(e, RecordOffence)
+                    and e.draft.outcome is Outcome.HUNG_UP
+                    and e.draft.call is not None
+                    and e.draft.call.linkedid == effect.linkedid
+                ]
+                self._start(self._hangup(effect, held))
+                continue
+            if (
+                isinstance(effect, RecordOffence)
+                and effect.draft.outcome is Outcome.HUNG_UP
+                and effect.draft.call is not None
+                and effect.draft.call.linkedid in cut
+            ):
                 continue
             if isinstance(effect, RaiseAlert):
                 self.stats.alerts += 1
@@ -293,7 +312,7 @@ class Guard:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _hangup(self, effect: HangupChannel) -> None:
+    async def _hangup(self, effect: HangupChannel, held: Sequence[OffenceDraft] = ()) -> None:
         try:
             await self._pbx.hangup(effect.channel, effect.cause)
         except PbxGuardError as exc:
@@ -301,12 +320,14 @@ class Guard:
             log.warning(
                 "hangup failed", channel=effect.channel, rule=effect.rule_id, error=str(exc)
             )
+            self._apply([RecordOffence(replace(d, outcome=Outcome.NOT_STOPPED)) for d in held])
             return
         self.stats.hangups_sent += 1
         log.info(
             "call hung up", channel=effect.channel, rule=effect.rule_id, linkedid=effect.linkedid
         )
         self._notifier.call_hung_up(effect.channel, effect.linkedid, effect.rule_id)
+        self._apply([RecordOffence(d) for d in held])
 
     async def run(self) -> None:
         """Drain ledger writes in order, for ever (a task of the supervisor)."""

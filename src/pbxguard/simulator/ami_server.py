@@ -109,6 +109,7 @@ _CAUSE_TEXT: Final = {
 _OFF_WORDS: Final = frozenset({"off", "no", "false", "0"})
 _ON_WORDS: Final = frozenset({"on", "yes", "true", "1", "all"})
 _READ_SIZE: Final = 64 * 1024
+_CLOSE_GRACE: Final = 2.0
 _BURST: Final = 32
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -651,7 +652,12 @@ class SimulatedPbx:
         for session in list(self._sessions):
             session.writer.close()
         if self._handlers:
-            await asyncio.gather(*self._handlers, return_exceptions=True)
+            # A session whose peer stopped reading may never finish flushing: give them all a
+            # moment, then cancel the stragglers so closing the PBX never hangs.
+            _, pending = await asyncio.wait(set(self._handlers), timeout=_CLOSE_GRACE)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         if server is not None:
             await server.wait_closed()
         for waiter in self._waiters:
