@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,10 +15,11 @@ from pbxguard.adapters.ledger import FineLedger
 from pbxguard.domain.approvals import Approval
 from pbxguard.domain.numbers import NumberClass
 from pbxguard.domain.records import CallRef
+from tests.support.cli import Done, run_pbxguard
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+
 REFERENCE_POLICY = Path(__file__).parents[2] / "src/pbxguard/policies/reference-site.toml"
-PBXGUARD = Path(sys.executable).with_name("pbxguard")
 APPROVAL_ID = re.compile(r"已批准 approved: (ap-[a-z0-9]{6})")
 ISSUED_CODE = re.compile(r"授权码 code: (\d{6})$", re.MULTILINE)
 HEADERS = (
@@ -34,13 +33,6 @@ HEADERS = (
 
 
 @dataclass(frozen=True)
-class Done:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@dataclass(frozen=True)
 class Site:
     """A settings file naming a temporary SQLite ledger and the reference-site policy."""
 
@@ -49,20 +41,7 @@ class Site:
 
     async def run(self, *args: str) -> Done:
         """Run ``pbxguard ARGS --config SETTINGS`` in a clean environment."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PBXGUARD_")}
-        process = await asyncio.create_subprocess_exec(
-            str(PBXGUARD),
-            *args,
-            "--config",
-            str(self.settings),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        async with asyncio.timeout(60):
-            out, err = await process.communicate()
-        assert process.returncode is not None
-        return Done(process.returncode, out.decode(), err.decode())
+        return await run_pbxguard(self.settings, *args)
 
     async def ledger(self) -> FineLedger:
         return await FineLedger.open(self.url)

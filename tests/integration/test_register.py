@@ -6,8 +6,6 @@ import asyncio
 import csv
 import io
 import json
-import os
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -33,11 +31,11 @@ from pbxguard.domain.penalties import Sanction
 from pbxguard.domain.policy import Policy
 from pbxguard.domain.records import CallRef, CallSummary, Outcome
 from pbxguard.simulator.ami_server import SimulatedPbx
+from tests.support.cli import Done, run_pbxguard
 from tests.support.guard import SECRET, guard_against, reference_policy, until
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 REFERENCE_POLICY = Path(__file__).parents[2] / "src/pbxguard/policies/reference-site.toml"
-PBXGUARD = Path(sys.executable).with_name("pbxguard")
 HEADERS = [
     "编号 id",
     "使用人 caller",
@@ -66,13 +64,6 @@ class FakeClock:
 
 
 @dataclass(frozen=True)
-class Done:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@dataclass(frozen=True)
 class Site:
     """A settings file naming the test's SQLite ledger and the reference-site policy."""
 
@@ -82,20 +73,7 @@ class Site:
 
     async def run(self, *args: str) -> Done:
         """Run ``pbxguard ARGS --config SETTINGS`` in a clean environment."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PBXGUARD_")}
-        process = await asyncio.create_subprocess_exec(
-            str(PBXGUARD),
-            *args,
-            "--config",
-            str(self.settings),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        async with asyncio.timeout(60):
-            out, err = await process.communicate()
-        assert process.returncode is not None
-        return Done(process.returncode, out.decode("utf-8"), err.decode("utf-8"))
+        return await run_pbxguard(self.settings, *args)
 
 
 @pytest.fixture
