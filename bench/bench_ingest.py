@@ -19,6 +19,7 @@ from typing import Any
 
 from _fakes import NullLedger, NullPbx
 
+from pbxguard.adapters.logs import configure_logging
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.app.guard import Guard
 from pbxguard.app.notifier import Notifier, NullPublisher
@@ -71,6 +72,7 @@ def best_rate(data: bytes, make_sink: Any) -> tuple[float, int]:
 
 
 async def main() -> None:
+    configure_logging("error")
     data = stream()
     loaded = load_policy(resources.files("pbxguard.policies").joinpath("reference-site.toml"))  # type: ignore[arg-type]
     guards: list[Guard] = []

@@ -369,7 +369,7 @@ async def test_an_approval_that_ends_at_noon_allows_the_morning_only(tmp_path: P
         events = db.execute(
             "SELECT kind, actor FROM approvals WHERE approval_id = 'ap-noon' ORDER BY id"
         ).fetchall()
-    assert events == [("grant", events[0][1]), ("use", ""), ("use", ""), ("expire", "pbxguard")]
+    assert events == [("grant", "head-9001"), ("use", ""), ("use", ""), ("expire", "pbxguard")]
 
 
 # -- authorization codes -------------------------------------------------------------------------

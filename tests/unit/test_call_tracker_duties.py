@@ -18,7 +18,10 @@ from pbxguard.domain.calls import (
     DialBegan,
     DialEnded,
     HangupChannel,
+    RecordCall,
     RecordOffence,
+    ResyncDone,
+    ResyncStarted,
 )
 from pbxguard.domain.evaluate import CallAttempt, Decision, evaluate
 from pbxguard.domain.policy import Line, Mode, Policy
@@ -100,8 +103,6 @@ def test_alarm_phone_misuse_is_answered_for_by_the_guard_on_duty() -> None:
 
 def test_a_call_that_starts_while_the_snapshot_is_taken_is_not_ended_by_it() -> None:
     """Events keep flowing during a resync: the snapshot may predate a call it omits."""
-    from pbxguard.domain.calls import RecordCall, ResyncDone, ResyncStarted
-
     policy = dataclasses.replace(LOADED.policy, mode=Mode.MONITOR)
     tracker = tracker_for(policy)
     at = datetime(2026, 11, 23, 10, 0, tzinfo=SHANGHAI)

@@ -111,9 +111,15 @@ _TRANSLATORS: dict[str, Callable[[AmiFields, datetime], ChannelEvent]] = {
 }
 
 
-def translate(message: AmiFields, now: Callable[[], datetime]) -> ChannelEvent | None:
-    """Return the channel event an AMI event means, or None when the tracker ignores it."""
-    name = message.get("Event")
+def translate(
+    message: AmiFields, now: Callable[[], datetime], *, name: str | None = None
+) -> ChannelEvent | None:
+    """Return the channel event an AMI event means, or None when the tracker ignores it.
+
+    ``name`` is the event's name when the caller has already read it.
+    """
+    if name is None:
+        name = message.get("Event")
     if name is None:
         return None
     translator = _TRANSLATORS.get(name)

@@ -94,7 +94,7 @@ async def ledger(args: argparse.Namespace) -> int:
 
 
 def _demo_policy(mode: str) -> LoadedPolicy:
-    loaded = load_policy(Path(str(_bundled("reference-site"))))
+    loaded = load_policy(_bundled("reference-site"))
     policy = dataclasses.replace(loaded.policy, mode=Mode(mode))
     return dataclasses.replace(loaded, policy=policy)
 

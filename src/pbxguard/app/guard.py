@@ -138,10 +138,12 @@ class Guard:
     def on_ami_message(self, message: Any) -> None:
         """Handle one AMI event (the AMI client's sink)."""
         self.stats.events += 1
-        event = translate(message, self._clock.now)
+        name = message.get("Event")
+        if name in ENDPOINT_EVENTS:
+            self._endpoint_message(message)
+            return
+        event = translate(message, self._clock.now, name=name)
         if event is None:
-            if message.get("Event") in ENDPOINT_EVENTS:
-                self._endpoint_message(message)
             return
         self._skew = event.at - self._clock.now()
         self._apply(self.tracker.handle(event))
