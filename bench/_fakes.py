@@ -1,21 +1,39 @@
-"""Stand-ins for the ledger and the PBX, for benchmarks that measure the guard alone."""
+"""Stand-ins for the journal, the notifier and the PBX, for benchmarks of the guard alone."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 
-class NullLedger:
-    """Accepts every write and stores nothing."""
+class NullFacts:
+    """Accepts every fact and keeps none (the journal left out of the measurement)."""
 
-    async def record_decision(self, rec: Any) -> None:
+    def append(self, facts: Sequence[Any]) -> None:
         return None
 
-    async def record_offence(self, draft: Any, rule: Any, *, timezone: Any) -> None:
+    @property
+    def pending(self) -> int:
+        return 0
+
+
+class NullNotifier:
+    """Publishes nothing."""
+
+    def decision_made(self, record: Any) -> None:
         return None
 
-    async def record_call(self, summary: Any) -> None:
+    def offence_recorded(self, entry: Any) -> None:
+        return None
+
+    def call_hung_up(self, channel: str, linkedid: str, rule_id: str) -> None:
+        return None
+
+    def alert_raised(self, alert: Any) -> None:
+        return None
+
+    def alert_cleared(self, alert: Any) -> None:
         return None
 
 

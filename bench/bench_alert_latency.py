@@ -19,31 +19,22 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _fakes import NullLedger, NullPbx, WallClock
+from _fakes import NullFacts, NullPbx, WallClock
 from tests.support.mosquitto import MosquittoBroker
 
 from pbxguard.adapters.ami import AmiClient
 from pbxguard.adapters.logs import configure_logging
 from pbxguard.adapters.mqtt import BrokerLink, BrokerSettings
+from pbxguard.adapters.mqtt_notifier import MqttNotifier
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.app.guard import Guard
-from pbxguard.app.notifier import Notifier
 
 ROUNDS = 300
-
-
-class LinkPublisher:
-    def __init__(self, link: BrokerLink) -> None:
-        self.link = link
-
-    def publish(self, kind: Any, payload: Any) -> None:
-        self.link.publish(kind, payload, line=payload.get("line") if kind == "alerts" else None)
 
 
 def status_events(state: str, round_no: int) -> bytes:
@@ -98,10 +89,11 @@ async def measure_guard(broker: MosquittoBroker, workdir: Path) -> list[float]:
     loaded = load_policy(str(path))
     link = BrokerLink(BrokerSettings(host=broker.host, port=broker.port, site="reference"))
     guard = Guard(
-        loaded,
+        loaded.policy,
+        loaded.channels,
         pbx=NullPbx(),
-        ledger=NullLedger(),
-        notifier=Notifier(LinkPublisher(link), site="reference"),
+        facts=NullFacts(),
+        notifier=MqttNotifier(link, site="reference"),
         clock=WallClock(),
     )
     client = AmiClient(
@@ -120,7 +112,7 @@ async def measure_guard(broker: MosquittoBroker, workdir: Path) -> list[float]:
 
     server.close()
     server = await asyncio.start_server(capture, "127.0.0.1", port)
-    tasks = [asyncio.create_task(t) for t in (client.run(), link.run(), guard.run())]
+    tasks = [asyncio.create_task(t) for t in (client.run(), link.run(), guard.run_timers())]
     async with aiomqtt.Client(broker.host, broker.port) as subscriber:
         await subscriber.subscribe("pbxguard/reference/alerts/8000", qos=1)
         await go.wait()

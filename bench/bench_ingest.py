@@ -17,12 +17,11 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from _fakes import NullLedger, NullPbx
+from _fakes import NullFacts, NullNotifier, NullPbx
 
 from pbxguard.adapters.logs import configure_logging
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.app.guard import Guard
-from pbxguard.app.notifier import Notifier, NullPublisher
 from pbxguard.protocol.ami import NEED_DATA, AmiMessage, AmiParser
 
 READ = 64 * 1024
@@ -79,10 +78,11 @@ async def main() -> None:
 
     def guard_sink() -> Any:
         guard = Guard(
-            loaded,
+            loaded.policy,
+            loaded.channels,
             pbx=NullPbx(),
-            ledger=NullLedger(),
-            notifier=Notifier(NullPublisher(), site="bench"),
+            facts=NullFacts(),
+            notifier=NullNotifier(),
             clock=FixedClock(),
         )
         guards.append(guard)

@@ -17,14 +17,8 @@ from importlib import resources
 from pathlib import Path
 
 from pbxguard.adapters.policy_file import load_policy
-from pbxguard.domain.calls import (
-    CallTracker,
-    ChannelCreated,
-    ChannelHungUp,
-    DialBegan,
-    DialEnded,
-)
-from pbxguard.domain.evaluate import CallAttempt, Decision, evaluate
+from pbxguard.domain.call_events import ChannelCreated, ChannelHungUp, DialBegan, DialEnded
+from pbxguard.domain.calls import CallTracker
 
 START = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
 NUMBERS = ("02112345678", "13800138000", "00441632960123", "16812345678", "01087654321")
@@ -74,10 +68,7 @@ def main() -> None:
 
     loaded = load_policy(str(resources.files("pbxguard.policies").joinpath("reference-site.toml")))
 
-    def judge(attempt: CallAttempt, _uid: str, at: datetime) -> Decision:
-        return evaluate(attempt, loaded.policy, now=at)
-
-    tracker = CallTracker(loaded.policy, loaded.channels, judge)
+    tracker = CallTracker(loaded.policy, loaded.channels)
     gc.collect()
     baseline = rss_mb()
     for i in range(args.live):

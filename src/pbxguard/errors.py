@@ -17,10 +17,15 @@ into one of these, so callers handle one tree::
     │   ├── AmiActionTimeout         no response to an action within its deadline
     │   └── UnsafeActionError        an action pbxguard refuses to send (e.g. a /regex/ channel)
     ├── LedgerError                  the fine ledger could not be read or written
-    │   ├── LedgerUnavailable        the database is down or locked (entries are spooled)
-    │   └── LedgerIntegrityError     an attempt to change or delete a ledger entry
+    │   ├── LedgerUnavailable        the database is down, restarting or locked (retried)
+    │   ├── LedgerConflict           an entry with the same key was written concurrently
+    │   ├── LedgerIntegrityError     an attempt to change or delete a ledger entry
+    │   └── JournalError             the write-ahead journal cannot be written or read
     ├── PublisherError               the MQTT broker could not be reached
-    └── AuthorizationCodeError       an authorization code could not be issued or checked
+    ├── AuthorizationCodeError       an authorization code could not be issued or checked
+    └── RequestError                 a use case refused a request (what to change is in the text)
+        ├── NotFound                 no such person, approval, offence, register entry …
+        └── NotPermitted             the regulations (or the caller's scope) do not allow it
 """
 
 from __future__ import annotations
@@ -106,8 +111,16 @@ class LedgerUnavailable(LedgerError):
     """The ledger database is down or locked; writes are spooled and retried."""
 
 
+class LedgerConflict(LedgerError):
+    """An entry with the same key was written at the same time by someone else (retry)."""
+
+
 class LedgerIntegrityError(LedgerError):
     """Something tried to change or delete a ledger entry, which is append-only."""
+
+
+class JournalError(LedgerError):
+    """The write-ahead journal in front of the ledger cannot be written or read."""
 
 
 class PublisherError(PbxGuardError):
@@ -116,3 +129,15 @@ class PublisherError(PbxGuardError):
 
 class AuthorizationCodeError(PbxGuardError):
     """An authorization code could not be issued or checked."""
+
+
+class RequestError(PbxGuardError):
+    """A use case refused a request: the message says what to change, Chinese first."""
+
+
+class NotFound(RequestError):
+    """The request names something that does not exist (or that the caller may not see)."""
+
+
+class NotPermitted(RequestError):
+    """The regulations, or the caller's scope, do not allow the request."""

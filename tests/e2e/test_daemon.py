@@ -16,7 +16,7 @@ import pytest
 from pbxguard.simulator.ami_server import SimulatedPbx
 from tests.support.guard import until
 
-PBXGUARD = [sys.executable, "-m", "pbxguard.cli"]
+PBXGUARD = [sys.executable, "-m", "pbxguard"]
 REFERENCE = str(resources.files("pbxguard.policies").joinpath("reference-site.toml"))
 
 
@@ -38,14 +38,14 @@ def write_settings(tmp_path: Path, port: int) -> Path:
     config.write_text(
         f'policy = "{REFERENCE}"\n'
         'log_level = "info"\n'
+        f'state_dir = "{tmp_path / "state"}"\n'
         "[ami]\n"
         f"port = {port}\n"
         "ping_interval = 1\n"
         "[agi]\n"
         "port = 0\n"
         "[ledger]\n"
-        f'url = "sqlite+aiosqlite:///{tmp_path / "ledger.sqlite3"}"\n'
-        f'spool = "{tmp_path / "ledger.spool"}"\n',
+        f'url = "sqlite:///{tmp_path / "ledger.sqlite3"}"\n',
         encoding="utf-8",
     )
     return config
@@ -79,7 +79,7 @@ async def test_daemon_enforces_logs_json_keeps_the_secret_and_stops_on_sigterm(
     lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
     events = [line["event"] for line in lines]
     assert "pbxguard starting" in events
-    assert "call hung up" in events
+    assert "hangup accepted" in events
     assert events[-1] == "pbxguard stopped"
     assert secret not in stderr.decode() + stdout.decode()
     [hangup] = pbx.actions_named("Hangup")

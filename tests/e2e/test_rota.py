@@ -14,7 +14,8 @@ from pydantic import SecretStr
 
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.adapters.settings import AgiSettings, AmiSettings, LedgerSettings, Settings
-from pbxguard.app.service import Service
+from pbxguard.bootstrap import build
+from pbxguard.entrypoints.daemon import Daemon
 from pbxguard.simulator.ami_server import SimulatedPbx
 from tests.support.guard import SECRET, until
 
@@ -34,7 +35,7 @@ def site_with_rota_file(tmp_path: Path) -> Path:
 
 def rota(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pbxguard.cli", "rota", *args],
+        [sys.executable, "-m", "pbxguard", "rota", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -99,18 +100,21 @@ async def test_a_running_guard_reloads_the_rota_when_the_file_changes(tmp_path: 
             policy=str(policy),
             ami=AmiSettings(host=pbx.host, port=pbx.port, secret=SecretStr(SECRET)),
             agi=AgiSettings(port=0),
-            ledger=LedgerSettings(
-                url=f"sqlite+aiosqlite:///{tmp_path / 'l.sqlite3'}", spool=str(tmp_path / "s")
-            ),
+            ledger=LedgerSettings(url=f"sqlite:///{tmp_path / 'l.sqlite3'}"),
+            state_dir=str(tmp_path / "state"),
         )
-        service = await Service.build(settings, load_policy(policy), raise_on_auth_failure=True)
-        service.policy_check_seconds = 0.05
+        parts = build(
+            settings,
+            load_policy(policy),
+            raise_on_auth_failure=True,
+            loop=asyncio.get_running_loop(),
+        )
         stop = asyncio.Event()
-        task = asyncio.create_task(service.run(stop))
+        task = asyncio.create_task(Daemon(parts, policy_check=0.05).run(stop))
         at = datetime(2026, 11, 23, 10, tzinfo=SHANGHAI)
         try:
-            assert service.guard.loaded.policy.rota is not None
-            assert service.guard.loaded.policy.rota.on_duty("hotline", at) is None
+            assert parts.guard.policy.rota is not None
+            assert parts.guard.policy.rota.on_duty("hotline", at) is None
             changed = await asyncio.to_thread(
                 rota,
                 "add", "--policy", str(policy), "--line", "hotline", "--person", "duty-wang",
@@ -119,7 +123,7 @@ async def test_a_running_guard_reloads_the_rota_when_the_file_changes(tmp_path: 
             assert changed.returncode == 0, changed.stderr
 
             def reloaded() -> bool:
-                current = service.guard.loaded.policy.rota
+                current = parts.guard.policy.rota
                 return current is not None and current.on_duty("hotline", at) == "duty-wang"
 
             await until(reloaded, within=10)

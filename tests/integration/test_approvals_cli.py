@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pbxguard.adapters.ledger import FineLedger
+from pbxguard.adapters.ledger import ApprovalBook, CodeBook, LedgerDatabase
 from pbxguard.domain.approvals import Approval
 from pbxguard.domain.numbers import NumberClass
 from pbxguard.domain.records import CallRef
@@ -43,17 +45,29 @@ class Site:
         """Run ``pbxguard ARGS --config SETTINGS`` in a clean environment."""
         return await run_pbxguard(self.settings, *args)
 
-    async def ledger(self) -> FineLedger:
-        return await FineLedger.open(self.url)
+    @contextmanager
+    def ledger(self) -> Iterator[Books]:
+        db = LedgerDatabase.open(self.url, site="reference")
+        try:
+            yield Books(db, ApprovalBook(db), CodeBook(db))
+        finally:
+            db.close()
+
+
+@dataclass(frozen=True)
+class Books:
+    db: LedgerDatabase
+    approvals: ApprovalBook
+    codes: CodeBook
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}"
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
     settings = tmp_path / "pbxguard.toml"
     settings.write_text(
-        f'policy = "{REFERENCE_POLICY}"\n\n'
-        f'[ledger]\nurl = "{url}"\nspool = "{tmp_path / "ledger.spool"}"\n',
+        f'policy = "{REFERENCE_POLICY}"\nstate_dir = "{tmp_path / "state"}"\n\n'
+        f'[ledger]\nurl = "{url}"\n',
         encoding="utf-8",
     )
     return Site(settings, url)
@@ -117,8 +131,8 @@ async def test_a_department_head_grants_and_the_grant_is_listed(site: Site) -> N
     assert "未生效 scheduled" in row
     assert "与北京客户核对合同" in row
 
-    async with await site.ledger() as ledger:
-        [stored] = await ledger.approvals(person="zhang-wei")
+    with site.ledger() as ledger:
+        [stored] = ledger.approvals.all(person="zhang-wei")
     # Times typed without an offset are the site's (Shanghai) times.
     assert stored == Approval(
         id=approval_id,
@@ -150,8 +164,8 @@ async def test_a_prefix_grant_is_normalised_and_an_offset_is_kept(site: Site) ->
         end.isoformat(),
     )
     assert granted.returncode == 0, granted.stderr
-    async with await site.ledger() as ledger:
-        [stored] = await ledger.approvals()
+    with site.ledger() as ledger:
+        [stored] = ledger.approvals.all()
     assert (stored.prefix, stored.number_class, stored.max_calls) == ("00852", None, None)
     assert (stored.valid_from, stored.valid_until) == (start, end)
     listed = await site.run("approve", "list", "--person", "staff-2001")
@@ -218,14 +232,14 @@ async def test_refusals_say_what_is_wrong(site: Site) -> None:
     for name, result in done.items():
         assert result.returncode in (2, 3), name
         assert result.stdout == "", name
-    async with await site.ledger() as ledger:
-        assert await ledger.approvals() == []
+    with site.ledger() as ledger:
+        assert ledger.approvals.all() == []
 
 
 async def test_the_list_shows_where_each_approval_stands(site: Site) -> None:
     now = datetime.now(UTC)
-    async with await site.ledger() as ledger:
-        await ledger.migrate()
+    with site.ledger() as ledger:
+        ledger.db.migrate()
         hour, day = timedelta(hours=1), timedelta(days=1)
         for approval in (
             Approval("ap-active", "staff-2001", "head-9001", now - hour, now + 8 * hour),
@@ -234,8 +248,8 @@ async def test_the_list_shows_where_each_approval_stands(site: Site) -> None:
             Approval("ap-later", "staff-2002", "head-9001", now + 2 * day, now + 3 * day),
             Approval("ap-revoked", "zhang-wei", "head-9001", now - hour, now + 8 * hour),
         ):
-            await ledger.grant_approval(replace(approval, number_class=NumberClass.DOMESTIC_LD))
-        await ledger.use_approval("ap-usedup", CallRef("c1", "c1", "PJSIP/2001-1"), now)
+            ledger.approvals.grant(replace(approval, number_class=NumberClass.DOMESTIC_LD))
+        ledger.approvals.use("ap-usedup", CallRef("c1", "c1", "PJSIP/2001-1"), now)
 
     revoked = await site.run(
         "approve", "revoke", "ap-revoked", "--by", "head-9001", "--reason", "项目取消"
@@ -270,8 +284,8 @@ async def test_the_list_shows_where_each_approval_stands(site: Site) -> None:
         "ap-expired",
         "ap-later",
     }
-    async with await site.ledger() as ledger:
-        states_now = {a.id: (a.revoked, a.used_calls) for a in await ledger.approvals()}
+    with site.ledger() as ledger:
+        states_now = {a.id: (a.revoked, a.used_calls) for a in ledger.approvals.all()}
     assert states_now["ap-revoked"] == (True, 0)
     assert states_now["ap-active"] == (False, 0)
 
@@ -308,12 +322,12 @@ async def test_a_generated_code_is_shown_once_and_only_its_hash_is_stored(
     assert stored
     assert code.encode() not in stored
     assert b"73915428" not in stored
-    async with await site.ledger() as ledger:
+    with site.ledger() as ledger:
         now = datetime.now(UTC)
-        assert await ledger.check_code("73915428", now) == "zhang-wei"
-        assert await ledger.check_code(code, expires + timedelta(minutes=1)) is None
-        assert await ledger.check_code(code, now) == "head-9001"
-        assert await ledger.check_code(code, now) is None  # one-time: used up
+        assert ledger.codes.check("73915428", now) == "zhang-wei"
+        assert ledger.codes.check(code, expires + timedelta(minutes=1)) is None
+        assert ledger.codes.check(code, now) == "head-9001"
+        assert ledger.codes.check(code, now) is None  # one-time: used up
 
 
 async def test_codes_are_listed_without_digits_and_a_revoked_code_stops_working(
@@ -332,8 +346,8 @@ async def test_codes_are_listed_without_digits_and_a_revoked_code_stops_working(
 
     revoked = await site.run("code", "revoke", code_id, "--by", "admin", "--reason", "泄露 leaked")
     assert revoked.returncode == 0, revoked.stderr
-    async with await site.ledger() as ledger:
-        assert await ledger.check_code("58213409", datetime.now(UTC)) is None
+    with site.ledger() as ledger:
+        assert ledger.codes.check("58213409", datetime.now(UTC)) is None
     again = await site.run("code", "revoke", code_id, "--by", "admin", "--reason", "twice")
     assert again.returncode == 3
     assert "already stopped working" in again.stderr

@@ -45,7 +45,9 @@ async def test_enforce_mode_hangs_up_the_forbidden_trunk_leg_and_fines_once(
         offences = await run.offences()
         calls = await run.calls()
     assert run.hangups() == [channel]
-    assert [(o.rule_id, o.amount, o.outcome) for o in offences] == [(rule, amount, Outcome.HUNG_UP)]
+    assert [(o.rule_id, o.amount, o.final_outcome) for o in offences] == [
+        (rule, amount, Outcome.HUNG_UP)
+    ]
     assert offences[0].call is not None
     assert offences[0].citation
     # The call was cut before the far end answered: no talk time, no charge.
@@ -99,8 +101,8 @@ async def test_monitor_mode_records_without_hanging_up_and_prices_premium_by_tal
     # Answered for about 5 s, billed as one started minute at 2.00 yuan: 20 x 2.00 + 50.
     assert premium.charge == Decimal("2.00")
     assert premium.amount == Decimal("90.00")
-    assert premium.outcome is Outcome.MONITORED
-    assert 4 < premium.talk_time.total_seconds() < 6
+    assert premium.final_outcome is Outcome.MONITORED
+    assert 4 < premium.call_talk_time.total_seconds() < 6
     assert by_rule["LD-2"].amount == Decimal("500.00")
 
 

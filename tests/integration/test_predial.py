@@ -19,19 +19,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from pydantic import SecretStr
 
+from pbxguard.adapters.ledger import ApprovalBook, CallLog, CodeBook, OffenceBook
 from pbxguard.adapters.policy_file import LoadedPolicy
-from pbxguard.adapters.settings import AgiSettings, AmiSettings, LedgerSettings, Settings
-from pbxguard.app.service import Service
-from pbxguard.cli import cmd_check
+from pbxguard.bootstrap import Parts, build
 from pbxguard.domain.approvals import Approval
 from pbxguard.domain.numbers import NumberClass
-from pbxguard.domain.records import Layer, Outcome
+from pbxguard.domain.records import Ending, Layer, Outcome
+from pbxguard.entrypoints.cli.check import cmd_check
+from pbxguard.entrypoints.daemon import Daemon
 from pbxguard.errors import ConfigError
 from pbxguard.simulator.ami_server import SimulatedPbx
 from tests.support.agi_client import AgiResult, agi_request
-from tests.support.guard import SECRET, reference_policy, until
+from tests.support.guard import SECRET, reference_policy, settings_for, until
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 MONDAY_10AM = datetime(2026, 11, 23, 10, 0, tzinfo=SHANGHAI)
@@ -93,8 +93,25 @@ def new_uniqueid() -> str:
 
 @dataclass
 class Running:
-    service: Service
+    parts: Parts
+    daemon: Daemon
     pbx: SimulatedPbx
+
+    @property
+    def offences(self) -> OffenceBook:
+        return self.parts.offences
+
+    @property
+    def approvals(self) -> ApprovalBook:
+        return self.parts.approvals
+
+    @property
+    def codes(self) -> CodeBook:
+        return self.parts.codes
+
+    @property
+    def calls(self) -> CallLog:
+        return CallLog(self.parts.database)
 
     async def ask(
         self,
@@ -105,8 +122,8 @@ class Running:
         code: str | None = None,
     ) -> AgiResult:
         """Ask the gate about a call as the sample dialplan does (``pin`` when given a code)."""
-        assert self.service.agi is not None
-        host, port = self.service.agi.address
+        assert self.parts.agi is not None
+        host, port = self.parts.agi.address
         args = (extension, number) if code is None else (extension, number, code)
         return await agi_request(
             host,
@@ -119,17 +136,16 @@ class Running:
         )
 
     async def settled(self) -> None:
-        """Wait until every ledger write the gate queued has reached the database."""
-        async with asyncio.timeout(10):
-            await self.service.guard.drained()
-            await self.service.spool.wait_drained()
+        """Wait until the replayed calls are over and every fact has reached the database."""
+        await until(lambda: self.parts.guard.tracker.live_calls == 0)
+        assert await asyncio.to_thread(self.parts.writer.wait_idle, 10)
 
 
-def _listening(service: Service) -> bool:
-    if service.agi is None:
+def _listening(parts: Parts) -> bool:
+    if parts.agi is None:
         return False
     try:
-        service.agi.address  # noqa: B018 (raises until the server listens)
+        parts.agi.address  # noqa: B018 (raises until the server listens)
     except ConfigError:
         return False
     return True
@@ -143,28 +159,26 @@ async def running_service(
     loaded: LoadedPolicy | None = None,
     recordings: Sequence[str] = ("register-and-qualify",),
     pause_at_first_channel: bool = False,
+    speed: float = 0.0,
 ) -> AsyncIterator[Running]:
-    """Run a whole service (AMI to a simulated PBX, FastAGI on loopback, SQLite ledger)."""
-    async with SimulatedPbx(list(recordings), secret=SECRET, speed=0) as pbx:
+    """Run a whole pbxguard (AMI to a simulated PBX, FastAGI on loopback, SQLite ledger)."""
+    async with SimulatedPbx(list(recordings), secret=SECRET, speed=speed) as pbx:
         if pause_at_first_channel:
             pbx.pause_after(lambda message: message.event == "Newchannel")
-        settings = Settings(
-            ami=AmiSettings(host=pbx.host, port=pbx.port, secret=SecretStr(SECRET)),
-            agi=AgiSettings(port=0),
-            ledger=LedgerSettings(
-                url=f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}",
-                spool=str(tmp_path / "ledger.spool"),
-            ),
+        parts = build(
+            settings_for(tmp_path, pbx),
+            loaded or reference_policy(),
+            clock=clock,
+            raise_on_auth_failure=True,
+            loop=asyncio.get_running_loop(),
         )
-        service = await Service.build(
-            settings, loaded or reference_policy(), clock=clock, raise_on_auth_failure=True
-        )
+        daemon = Daemon(parts)
         stop = asyncio.Event()
-        task = asyncio.create_task(service.run(stop))
+        task = asyncio.create_task(daemon.run(stop))
         try:
-            await until(lambda: (_listening(service) and service.ami.connected) or task.done())
+            await until(lambda: (_listening(parts) and parts.ami.connected) or task.done())
             assert not task.done()
-            yield Running(service, pbx)
+            yield Running(parts, daemon, pbx)
         finally:
             stop.set()
             async with asyncio.timeout(10):
@@ -261,8 +275,8 @@ async def test_every_class_from_every_kind_of_phone_gets_the_verdict_check_gives
         for extension, number in cases:
             answers[extension, number] = await run.ask(extension, number)
         await run.settled()
-        decisions = await run.service.ledger.decisions()
-        offences = await run.service.ledger.offences(timezone=SHANGHAI)
+        decisions = run.calls.decisions()
+        offences = run.offences.offences()
 
     capsys.readouterr()  # the service's logs
     expected = {case: check_json(*case, MONDAY_10AM, capsys) for case in cases}
@@ -283,7 +297,7 @@ async def test_every_class_from_every_kind_of_phone_gets_the_verdict_check_gives
         assert by_call[case].rule_id == data["rule"]
     wanted = sorted((ext, NUMBERS[n].value) for (ext, n), d in expected.items() if d["offence"])
     assert sorted((o.extension, o.number_class) for o in offences) == wanted
-    assert {o.outcome for o in offences} == {Outcome.REFUSED}
+    assert {o.final_outcome for o in offences} == {Outcome.REFUSED}
     assert {o.rule_id for o in offences} == {"LD-2", "PR-1", "EM-1"}
 
 
@@ -307,20 +321,19 @@ async def test_an_approval_lets_calls_through_until_its_calls_are_used_up(
     tmp_path: Path,
 ) -> None:
     async with running_service(tmp_path, FakeClock(MONDAY_10AM)) as run:
-        ledger = run.service.ledger
         day = MONDAY_10AM.replace(hour=8)
-        await ledger.grant_approval(
+        run.approvals.grant(
             grant("ap-two", "staff-2001", day, day + timedelta(hours=10), max_calls=2)
         )
         before = await run.ask("2001", "01087654321")
-        await run.service.refresh_approvals()
+        await run.daemon.refresh_approvals()
         first = await run.ask("2001", "01087654321")
         second = await run.ask("2001", "02787654321")
         third = await run.ask("2001", "01087654321")
         await run.settled()
-        [approval] = await ledger.approvals(person="staff-2001")
-        decisions = await ledger.decisions()
-        offences = await ledger.offences(timezone=SHANGHAI)
+        [approval] = run.approvals.all(person="staff-2001")
+        decisions = run.calls.decisions()
+        offences = run.offences.offences()
 
     assert before.verdict == "deny"  # the guard has not read the approval yet
     assert (first.verdict, second.verdict, third.verdict) == ("allow", "allow", "deny")
@@ -328,7 +341,7 @@ async def test_an_approval_lets_calls_through_until_its_calls_are_used_up(
     assert third.variables["PBXGUARD_RULE"] == "LD-2"
     assert approval.used_calls == 2
     assert [d.approval_id for d in decisions] == ["", "ap-two", "ap-two", ""]
-    assert [(o.rule_id, o.outcome) for o in offences] == [
+    assert [(o.rule_id, o.final_outcome) for o in offences] == [
         ("LD-2", Outcome.REFUSED),
         ("LD-2", Outcome.REFUSED),
     ]
@@ -338,7 +351,7 @@ async def test_an_approval_that_ends_at_noon_allows_the_morning_only(tmp_path: P
     clock = FakeClock(MONDAY_10AM.replace(hour=11))
     noon = MONDAY_10AM.replace(hour=12)
     async with running_service(tmp_path, clock) as run:
-        await run.service.ledger.grant_approval(
+        run.approvals.grant(
             grant(
                 "ap-noon",
                 "zhang-wei",
@@ -347,15 +360,16 @@ async def test_an_approval_that_ends_at_noon_allows_the_morning_only(tmp_path: P
                 number_class=NumberClass.INTERNATIONAL,
             )
         )
-        await run.service.refresh_approvals()
+        await run.daemon.refresh_approvals()
         morning = await run.ask("2003", "00441632960123")
         clock.at = noon - timedelta(seconds=1)
         last_second = await run.ask("2003", "00441632960123")
         clock.at = noon
         at_noon = await run.ask("2003", "00441632960123")
         clock.at = noon + timedelta(hours=1)
-        await run.service.refresh_approvals()
+        await run.daemon.refresh_approvals()
         afternoon = await run.ask("2003", "00441632960123")
+        await run.settled()
 
     assert [r.verdict for r in (morning, last_second, at_noon, afternoon)] == [
         "allow",
@@ -385,11 +399,11 @@ async def test_three_wrong_codes_refuse_the_call_and_are_each_recorded(tmp_path:
             for code in ("000000", "123456", "999999")
         ]
         await run.settled()
-        failures = await run.service.ledger.code_failures(
-            extension="2001", since=MONDAY_10AM - timedelta(minutes=1)
+        failures = len(
+            run.codes.failures(extension="2001", since=MONDAY_10AM - timedelta(minutes=1))
         )
-        decisions = await run.service.ledger.decisions(linkedid=uniqueid)
-        offences = await run.service.ledger.offences(timezone=SHANGHAI)
+        decisions = run.calls.decisions(linkedid=uniqueid)
+        offences = run.offences.offences()
 
     assert asked.verdict == "pin"
     assert [t.verdict for t in tries] == ["pin", "pin", "deny"]
@@ -404,8 +418,7 @@ async def test_three_wrong_codes_refuse_the_call_and_are_each_recorded(tmp_path:
 async def test_a_personal_code_puts_the_call_on_its_owner(tmp_path: Path) -> None:
     loaded = with_pin_classes(NumberClass.DOMESTIC_LD)
     async with running_service(tmp_path, FakeClock(MONDAY_10AM), loaded=loaded) as run:
-        ledger = run.service.ledger
-        await ledger.issue_code(
+        run.codes.issue(
             "head-9001",
             "482913",
             one_time=False,
@@ -418,7 +431,7 @@ async def test_a_personal_code_puts_the_call_on_its_owner(tmp_path: Path) -> Non
         unlocked = await run.ask("2001", "01087654321", uniqueid=uniqueid, code="482913")
         again = await run.ask("2002", "02787654321", code="482913")
         await run.settled()
-        [decision] = await ledger.decisions(linkedid=uniqueid)
+        [decision] = run.calls.decisions(linkedid=uniqueid)
 
     assert (asked.verdict, unlocked.verdict, again.verdict) == ("pin", "allow", "allow")
     assert decision.person_id == "head-9001"
@@ -429,7 +442,7 @@ async def test_a_personal_code_puts_the_call_on_its_owner(tmp_path: Path) -> Non
 async def test_a_one_time_code_opens_one_call_only(tmp_path: Path) -> None:
     loaded = with_pin_classes(NumberClass.DOMESTIC_LD)
     async with running_service(tmp_path, FakeClock(MONDAY_10AM), loaded=loaded) as run:
-        await run.service.ledger.issue_code(
+        run.codes.issue(
             "head-9001",
             "735194",
             one_time=True,
@@ -440,8 +453,8 @@ async def test_a_one_time_code_opens_one_call_only(tmp_path: Path) -> None:
         first = await run.ask("2001", "01087654321", code="735194")
         second = await run.ask("2001", "01087654321", code="735194")
         await run.settled()
-        failures = await run.service.ledger.code_failures(
-            extension="2001", since=MONDAY_10AM - timedelta(minutes=1)
+        failures = len(
+            run.codes.failures(extension="2001", since=MONDAY_10AM - timedelta(minutes=1))
         )
 
     assert first.verdict == "allow"
@@ -460,6 +473,7 @@ async def test_a_refused_call_seen_later_over_ami_is_one_offence(tmp_path: Path)
         clock,
         recordings=["staff-international-answered"],
         pause_at_first_channel=True,
+        speed=0.05,
     ) as run:
         async with asyncio.timeout(10):
             await run.pbx.wait_until_paused()
@@ -468,14 +482,18 @@ async def test_a_refused_call_seen_later_over_ami_is_one_offence(tmp_path: Path)
         async with asyncio.timeout(10):
             await run.pbx.finished()
         await run.settled()
-        decisions = await run.service.ledger.decisions(linkedid=RECORDED_UNIQUEID)
-        offences = await run.service.ledger.offences(timezone=SHANGHAI)
+        decisions = run.calls.decisions(linkedid=RECORDED_UNIQUEID)
+        offences = run.offences.offences()
 
     assert refused.verdict == "deny"
     assert [d.layer for d in decisions] == [Layer.AGI, Layer.AMI]
     assert {d.verdict for d in decisions} == {"deny"}
     [offence] = offences
-    assert (offence.rule_id, offence.outcome) == ("LD-2", Outcome.REFUSED)
+    # The replayed call ignores the verdict and reaches the trunk; the AMI layer cuts it
+    # before the far end answers, so the refusal stands, and the ending says so.
+    assert (offence.rule_id, offence.final_outcome) == ("LD-2", Outcome.REFUSED)
+    assert offence.ending is not None
+    assert offence.ending.ending is Ending.BEFORE_ANSWER
     assert offence.call is not None
     assert offence.call.uniqueid == RECORDED_UNIQUEID
 
@@ -492,7 +510,7 @@ async def test_the_ami_layer_keeps_the_pre_dial_verdict_instead_of_judging_again
         recordings=["staff-international-answered"],
         pause_at_first_channel=True,
     ) as run:
-        await run.service.ledger.grant_approval(
+        run.approvals.grant(
             grant(
                 "ap-once",
                 "staff-2001",
@@ -502,7 +520,7 @@ async def test_the_ami_layer_keeps_the_pre_dial_verdict_instead_of_judging_again
                 max_calls=1,
             )
         )
-        await run.service.refresh_approvals()
+        await run.daemon.refresh_approvals()
         async with asyncio.timeout(10):
             await run.pbx.wait_until_paused()
         allowed = await run.ask("2001", "00441632960123", uniqueid=RECORDED_UNIQUEID)
@@ -510,10 +528,10 @@ async def test_the_ami_layer_keeps_the_pre_dial_verdict_instead_of_judging_again
         async with asyncio.timeout(10):
             await run.pbx.finished()
         await run.settled()
-        decisions = await run.service.ledger.decisions(linkedid=RECORDED_UNIQUEID)
-        offences = await run.service.ledger.offences(timezone=SHANGHAI)
-        [approval] = await run.service.ledger.approvals()
-        calls = await run.service.ledger.calls()
+        decisions = run.calls.decisions(linkedid=RECORDED_UNIQUEID)
+        offences = run.offences.offences()
+        [approval] = run.approvals.all()
+        calls = run.calls.calls()
 
     assert allowed.verdict == "allow"
     assert approval.used_calls == 1

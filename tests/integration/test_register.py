@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,25 +15,28 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from openpyxl import load_workbook
-from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from pbxguard.adapters.ledger import FineLedger, RegisterEntry, SpoolingLedger
-from pbxguard.adapters.settings import AgiSettings, AmiSettings, LedgerSettings, Settings
-from pbxguard.app.register_watch import (
-    RegisterWatch,
+from pbxguard.adapters.ledger import CallLog, LedgerDatabase, OffenceBook, RegisterBook
+from pbxguard.adapters.settings import AgiSettings
+from pbxguard.app.register_watch import RegisterWatch
+from pbxguard.bootstrap import build
+from pbxguard.domain.effects import Effect, RecordOffence
+from pbxguard.domain.entries import OffenceFilter, RegisterEntry
+from pbxguard.domain.penalties import Sanction
+from pbxguard.domain.periods import month_bounds
+from pbxguard.domain.policy import Policy
+from pbxguard.domain.records import CallRef, CallSummary, Outcome
+from pbxguard.domain.register import (
     fill_deadline,
     overdue_entries,
     register_offence_draft,
     register_offence_key,
 )
-from pbxguard.app.service import Service
-from pbxguard.domain.penalties import Sanction
-from pbxguard.domain.policy import Policy
-from pbxguard.domain.records import CallRef, CallSummary, Outcome
+from pbxguard.entrypoints.daemon import Daemon
 from pbxguard.simulator.ami_server import SimulatedPbx
 from tests.support.cli import Done, run_pbxguard
-from tests.support.guard import SECRET, guard_against, reference_policy, until
+from tests.support.guard import SECRET, guard_against, reference_policy, settings_for, until
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 REFERENCE_POLICY = Path(__file__).parents[2] / "src/pbxguard/policies/reference-site.toml"
@@ -69,7 +73,6 @@ class Site:
 
     settings: Path
     url: str
-    spool: Path
 
     async def run(self, *args: str) -> Done:
         """Run ``pbxguard ARGS --config SETTINGS`` in a clean environment."""
@@ -78,14 +81,14 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}"
-    spool = tmp_path / "ledger.spool"
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
     settings = tmp_path / "pbxguard.toml"
     settings.write_text(
-        f'policy = "{REFERENCE_POLICY}"\n\n[ledger]\nurl = "{url}"\nspool = "{spool}"\n',
+        f'policy = "{REFERENCE_POLICY}"\nstate_dir = "{tmp_path / "state"}"\n\n'
+        f'[ledger]\nurl = "{url}"\n',
         encoding="utf-8",
     )
-    return Site(settings, url, spool)
+    return Site(settings, url)
 
 
 def fill_status(entry: RegisterEntry) -> str:
@@ -208,7 +211,7 @@ async def test_answered_long_distance_calls_are_entered_reported_and_filled(
         ledger_url=site.url,
     ) as run:
         await run.settle()
-        entries = await run.ledger.register("2026-11", timezone=SHANGHAI)
+        entries = run.register().entries(*month_bounds("2026-11", SHANGHAI))
 
     # The head's two calls were answered; the staff's international calls were cut unanswered.
     assert [(e.extension, e.callee_number) for e in entries] == [
@@ -329,23 +332,32 @@ async def test_an_entry_left_unfilled_past_the_deadline_is_one_ld7_demerit(
     site: Site,
 ) -> None:
     answered = datetime(2026, 11, 23, 9, 33, tzinfo=SHANGHAI)
-    ledger = await FineLedger.open(site.url)
+    db = LedgerDatabase.open(site.url, site="reference")
     try:
-        await ledger.migrate()
-        await ledger.record_call(long_distance_call("late", answered))
-        await ledger.record_call(long_distance_call("kept", answered + timedelta(minutes=30)))
-        late, kept = await ledger.register("2026-11", timezone=SHANGHAI)
-        await ledger.fill_register(
+        db.migrate()
+        calls, register, book = CallLog(db), RegisterBook(db), OffenceBook(db)
+        calls.record_call(long_distance_call("late", answered))
+        calls.record_call(long_distance_call("kept", answered + timedelta(minutes=30)))
+        late, kept = register.entries(*month_bounds("2026-11", SHANGHAI))
+        register.fill(
             kept.id,
             subject="报价",
             outcome="已确认",
             by="head-9001",
             at=answered + timedelta(hours=2),
         )
-        writer = SpoolingLedger(ledger, site.spool)
+        rules = policy().rules
+
+        def emit(effects: Sequence[Effect]) -> None:
+            # What the guard does with them, minus the journal: store each offence.
+            for effect in effects:
+                assert isinstance(effect, RecordOffence)
+                draft = effect.draft
+                book.record(draft, rules[draft.rule_id], timezone=SHANGHAI)
+
         deadline = late.ended_at + THREE_DAYS
         clock = FakeClock(deadline - timedelta(minutes=1))
-        watch = RegisterWatch(ledger, writer, policy, clock, interval=0)
+        watch = RegisterWatch(register, book, emit, policy, clock, interval=0)
 
         assert await watch.check_once() == []
         clock.at = deadline
@@ -354,7 +366,7 @@ async def test_an_entry_left_unfilled_past_the_deadline_is_one_ld7_demerit(
         clock.at = deadline + timedelta(days=30)
         assert await watch.check_once() == []
         # A restarted watch finds the offence in the ledger and records nothing new.
-        restarted = RegisterWatch(ledger, writer, policy, clock, interval=0)
+        restarted = RegisterWatch(register, book, emit, policy, clock, interval=0)
         assert await restarted.check_once() == []
         looping = asyncio.create_task(restarted.run())
         try:
@@ -363,9 +375,9 @@ async def test_an_entry_left_unfilled_past_the_deadline_is_one_ld7_demerit(
         finally:
             looping.cancel()
             await asyncio.gather(looping, return_exceptions=True)
-        offences = await ledger.offences(timezone=SHANGHAI)
+        offences = book.offences()
     finally:
-        await ledger.close()
+        db.close()
 
     assert draft.key == f"reference:register:{late.id}:LD-7"
     [offence] = offences
@@ -382,30 +394,29 @@ async def test_an_entry_left_unfilled_past_the_deadline_is_one_ld7_demerit(
 
 async def test_the_running_daemon_records_overdue_entries(site: Site, tmp_path: Path) -> None:
     answered = datetime(2026, 11, 23, 9, 33, tzinfo=SHANGHAI)
-    ledger = await FineLedger.open(site.url)
+    db = LedgerDatabase.open(site.url, site="reference")
     try:
-        await ledger.migrate()
-        await ledger.record_call(long_distance_call("forgotten", answered))
+        db.migrate()
+        CallLog(db).record_call(long_distance_call("forgotten", answered))
     finally:
-        await ledger.close()
+        db.close()
     clock = FakeClock(answered + timedelta(days=4))
     loaded = reference_policy()
     with capture_logs() as logs:
         async with SimulatedPbx(["register-and-qualify"], secret=SECRET) as pbx:
-            settings = Settings(
-                ami=AmiSettings(host=pbx.host, port=pbx.port, secret=SecretStr(SECRET)),
-                agi=AgiSettings(enabled=False),
-                ledger=LedgerSettings(url=site.url, spool=str(site.spool)),
+            settings = settings_for(
+                tmp_path, pbx, ledger_url=site.url, agi=AgiSettings(enabled=False)
             )
-            service = await Service.build(settings, loaded, clock=clock)
+            parts = build(settings, loaded, clock=clock, loop=asyncio.get_running_loop())
             stop = asyncio.Event()
-            task = asyncio.create_task(service.run(stop))
+            task = asyncio.create_task(Daemon(parts).run(stop))
             try:
                 await until(
                     lambda: task.done() or any(e["event"] == "register entry overdue" for e in logs)
                 )
                 assert not task.done()
-                offences = await service.ledger.offences(timezone=SHANGHAI, rule="LD-7")
+                assert await asyncio.to_thread(parts.writer.wait_idle, 10)
+                offences = parts.offences.offences(OffenceFilter(rule="LD-7"))
             finally:
                 stop.set()
                 async with asyncio.timeout(10):

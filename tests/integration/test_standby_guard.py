@@ -36,7 +36,7 @@ async def test_duty_phone_unplugged_in_working_hours_alerts_and_records_one_dt1(
         unplugged_at(monday_morning), tmp_path, speed=0.01, clock=ReplayClock(monday_morning)
     ) as run:
         await run.settle()
-        watch = run.service.guard.watch
+        watch = run.parts.guard.watch
         await until(lambda: any(a.extension == "8001" for a in watch.open_alerts()))
         [alert] = [a for a in watch.open_alerts() if a.extension == "8001"]
         assert alert.kind.value == "unreachable"
@@ -59,8 +59,8 @@ async def test_duty_phone_unplugged_at_night_costs_nothing(tmp_path: Path) -> No
     ) as run:
         await run.settle()
         offences = await run.stop_and_read_offences()
-    assert run.service.guard.watch.open_alerts() == ()
-    assert run.service.guard.stats.alerts == 0
+    assert run.parts.guard.watch.open_alerts() == ()
+    assert run.parts.guard.stats.alerts == 0
     assert offences == []
 
 
@@ -127,7 +127,7 @@ async def test_enforcement_never_waits_for_a_broker_that_is_down(tmp_path: Path)
             await run.settle()
             # Enforcement went ahead without the broker: the call was cut before it answered.
             assert run.hangups() == ["Local/00441632960123@pstn-00000000;1"]
-            link = run.service.link
+            link = run.parts.link
             assert link is not None
             assert link.counters.delivered == 0
             await broker.start()

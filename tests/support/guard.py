@@ -1,4 +1,4 @@
-"""Run the whole guard (AMI client, tracker, ledger) against the simulated PBX."""
+"""Run the whole guard (AMI client, tracker, journal, ledger writer) against the simulated PBX."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from pbxguard.adapters.ledger import FineLedger, OffenceEntry
+from pbxguard.adapters.ledger import CallLog, LedgerDatabase, OffenceBook, RegisterBook
 from pbxguard.adapters.policy_file import LoadedPolicy, load_policy
 from pbxguard.adapters.settings import (
     AgiSettings,
@@ -24,9 +24,11 @@ from pbxguard.adapters.settings import (
     Settings,
 )
 from pbxguard.app.ports import Clock
-from pbxguard.app.service import Service
+from pbxguard.bootstrap import Parts, build
+from pbxguard.domain.entries import OffenceEntry
 from pbxguard.domain.policy import Mode
 from pbxguard.domain.records import CallSummary
+from pbxguard.entrypoints.daemon import Daemon
 from pbxguard.protocol.ami import AmiMessage
 from pbxguard.simulator.ami_server import PlaylistEntry, SimulatedPbx
 
@@ -44,42 +46,72 @@ def reference_policy(mode: Mode = Mode.ENFORCE) -> LoadedPolicy:
 class GuardRun:
     """A guard running against a simulated PBX."""
 
-    service: Service
+    parts: Parts
+    daemon: Daemon
     pbx: SimulatedPbx
     stop: asyncio.Event
     task: asyncio.Task[None]
 
     @property
-    def ledger(self) -> FineLedger:
-        return self.service.ledger
+    def database(self) -> LedgerDatabase:
+        return self.parts.database
+
+    async def written(self, within: float = 20.0) -> None:
+        """Wait until the journal's facts are all in the database."""
+        writer = self.parts.writer
+        if not await asyncio.to_thread(writer.wait_idle, within):
+            raise TimeoutError(f"the ledger writer did not catch up within {within} s")
 
     async def settle(self, within: float = 20.0) -> None:
-        """Wait for the replay to end and every write to reach the database."""
+        """Wait for the replay to end, the hangups to be answered and the ledger written."""
+        guard = self.parts.guard
         async with asyncio.timeout(within):
             await self.pbx.finished()
-            await self.service.guard.drained()
-            await self.service.spool.wait_drained()
+            # Every replayed event read and handled (the guard also reads the PBX's own).
+            await until(lambda: guard.stats.events >= self.pbx.events_sent, within)
+            await guard.settled()
+        await self.written(within)
 
     async def offences(self) -> list[OffenceEntry]:
-        return await self.ledger.offences(timezone=self.service.loaded.policy.timezone)
+        return await asyncio.to_thread(OffenceBook(self.database).offences)
 
     async def stop_and_read_offences(self) -> list[OffenceEntry]:
         """Stop the guard (flushing what is under way), then read the ledger afresh."""
         self.stop.set()
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(20):
             await self.task
-        ledger = await FineLedger.open(self.service.settings.ledger.url)
-        try:
-            return await ledger.offences(timezone=self.service.loaded.policy.timezone)
-        finally:
-            await ledger.close()
+        url = self.parts.settings.ledger_url
+        with LedgerDatabase.open(url, site=self.parts.guard.policy.site, read_only=True) as db:
+            return OffenceBook(db).offences()
 
     async def calls(self) -> list[CallSummary]:
-        return await self.ledger.calls()
+        return await asyncio.to_thread(CallLog(self.database).calls)
+
+    def register(self) -> RegisterBook:
+        return RegisterBook(self.database)
 
     def hangups(self) -> list[str]:
-        """Channels the guard asked the PBX to hang up."""
-        return [a.message.get("Channel") or "" for a in self.pbx.actions_named("Hangup")]
+        """Channels the guard asked the PBX to hang up (each once, in order)."""
+        channels = [a.message.get("Channel") or "" for a in self.pbx.actions_named("Hangup")]
+        return list(dict.fromkeys(channels))
+
+
+def settings_for(
+    tmp_path: Path,
+    pbx: SimulatedPbx,
+    *,
+    ledger_url: str | None = None,
+    mqtt: MqttSettings | None = None,
+    agi: AgiSettings | None = None,
+) -> Settings:
+    """Settings for a guard against ``pbx`` with its state in ``tmp_path``."""
+    return Settings(
+        state_dir=str(tmp_path / "state"),
+        ami=AmiSettings(host=pbx.host, port=pbx.port, secret=SecretStr(SECRET), ping_interval=2),
+        agi=agi or AgiSettings(port=0),
+        ledger=LedgerSettings(url=ledger_url or f"sqlite:///{tmp_path / 'ledger.sqlite3'}"),
+        mqtt=mqtt or MqttSettings(),
+    )
 
 
 @asynccontextmanager
@@ -94,31 +126,33 @@ async def guard_against(
     mqtt: MqttSettings | None = None,
     clock: Clock | None = None,
     pause_after: Callable[[AmiMessage], bool] | None = None,
+    approvals_refresh: float = 30.0,
 ) -> AsyncIterator[GuardRun]:
     """Start a simulated PBX replaying ``recordings`` and a guard logged in to it."""
     loaded = loaded or reference_policy(mode)
-    url = ledger_url or f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}"
     async with SimulatedPbx(
         list(recordings), secret=SECRET, speed=speed, pause_after=pause_after
     ) as pbx:
-        settings = Settings(
-            ami=AmiSettings(
-                host=pbx.host, port=pbx.port, secret=SecretStr(SECRET), ping_interval=2
-            ),
-            agi=AgiSettings(port=0),
-            ledger=LedgerSettings(url=url, spool=str(tmp_path / "ledger.spool")),
-            mqtt=mqtt or MqttSettings(),
+        settings = settings_for(tmp_path, pbx, ledger_url=ledger_url, mqtt=mqtt)
+        parts = build(
+            settings,
+            loaded,
+            clock=clock,
+            raise_on_auth_failure=True,
+            loop=asyncio.get_running_loop(),
         )
-        service = await Service.build(settings, loaded, clock=clock, raise_on_auth_failure=True)
+        daemon = Daemon(parts, approvals_refresh=approvals_refresh)
         stop = asyncio.Event()
-        task = asyncio.create_task(service.run(stop))
-        run = GuardRun(service, pbx, stop, task)
-        await until(lambda: service.ami.connected or task.done())
+        task = asyncio.create_task(daemon.run(stop))
+        run = GuardRun(parts, daemon, pbx, stop, task)
+        await until(lambda: parts.ami.connected or task.done())
+        if task.done():
+            task.result()
         try:
             yield run
         finally:
             stop.set()
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(20):
                 await task
 
 

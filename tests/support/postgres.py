@@ -141,7 +141,7 @@ class PostgresCluster:
 
     def url(self, database: str) -> str:
         """Return the SQLAlchemy URL of ``database`` on this cluster."""
-        return f"postgresql+asyncpg://{PG_USER}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.port}/{database}"
 
     def destroy(self) -> None:
         """Stop the server and remove its files."""
@@ -174,7 +174,7 @@ def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Return a fresh ledger database URL, once for SQLite and once for PostgreSQL."""
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
 

@@ -18,32 +18,37 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pbxguard.adapters.policy_file import load_policy
-from pbxguard.domain.calls import (
-    HANGUP_CAUSE_CALL_REJECTED,
-    CallTracker,
+from pbxguard.domain.call_events import (
     ChannelCreated,
-    ChannelEvent,
     ChannelHungUp,
     ChannelSeen,
     DialBegan,
     DialEnded,
+    ResyncDone,
+    Tick,
+    TrackerEvent,
+)
+from pbxguard.domain.calls import CallTracker
+from pbxguard.domain.effects import (
+    HANGUP_CAUSE_CALL_REJECTED,
     Effect,
     HangupChannel,
     RecordCall,
     RecordDecision,
     RecordOffence,
-    ResyncDone,
+    RecordOffenceOutcome,
 )
-from pbxguard.domain.evaluate import CallAttempt, Decision, evaluate
 from pbxguard.domain.penalties import assess
 from pbxguard.domain.policy import Mode, Policy
-from pbxguard.domain.records import Layer, Outcome
+from pbxguard.domain.records import Ending, Layer, Outcome, final_outcome
+from pbxguard.domain.rota import DatedShift, Rota
 
 REFERENCE_SITE = Path(__file__).parents[2] / "src/pbxguard/policies/reference-site.toml"
 LOADED = load_policy(REFERENCE_SITE)
 ROTA = {"hotline": "duty-wang", "guard_room": "guard-li"}
 
 E = TypeVar("E")
+ChannelEvent = TrackerEvent
 
 
 def t(timestamp: float) -> datetime:
@@ -51,33 +56,35 @@ def t(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
-def rota(line: str, _at: datetime) -> str | None:
-    return ROTA.get(line)
+def rota_policy(policy: Policy) -> Policy:
+    """The reference policy with a rota: duty-wang on the hotline, guard-li in the guard room."""
+    zone = policy.timezone
+    rota = Rota(zone)
+    for line, person in ROTA.items():
+        rota = rota.with_shift(
+            DatedShift(
+                line, person, datetime(2026, 1, 1, tzinfo=zone), datetime(2028, 1, 1, tzinfo=zone)
+            )
+        )
+    return dataclasses.replace(policy, rota=rota)
 
 
-class Judge:
-    """Evaluate attempts like the shell does: the rota answers for shared lines."""
-
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-        self.attempts: list[tuple[CallAttempt, str]] = []
-
-    def __call__(self, attempt: CallAttempt, uniqueid: str, at: datetime) -> Decision:
-        self.attempts.append((attempt, uniqueid))
-        line = self.policy.line(attempt.extension)
-        if line is not None and line.duty_line and attempt.on_duty is None:
-            attempt = dataclasses.replace(attempt, on_duty=rota(line.duty_line, at))
-        return evaluate(attempt, self.policy, now=at)
-
-
-def make_tracker(mode: Mode = Mode.ENFORCE) -> tuple[CallTracker, Judge]:
-    policy = dataclasses.replace(LOADED.policy, mode=mode)
-    judge = Judge(policy)
-    return CallTracker(policy, LOADED.channels, judge, on_duty=rota), judge
+def make_tracker(mode: Mode = Mode.ENFORCE) -> CallTracker:
+    policy = dataclasses.replace(rota_policy(LOADED.policy), mode=mode)
+    return CallTracker(policy, LOADED.channels)
 
 
 def only(effects: list[Effect], kind: type[E]) -> list[E]:
     return [e for e in effects if isinstance(e, kind)]
+
+
+def judged(effects: list[Effect]) -> list[tuple[str, str]]:
+    """The calls the AMI layer judged (one decision each): (extension, dialled)."""
+    return [
+        (d.record.extension, d.record.dialled)
+        for d in only(effects, RecordDecision)
+        if d.record.layer is Layer.AMI
+    ]
 
 
 # --- the captures ---------------------------------------------------------------------------
@@ -128,9 +135,10 @@ PREM_DIALLING: list[ChannelEvent] = [
 # staff-premium-168: answered after 3 s, talks ~5 s; the phone hangs up before Local;2.
 PREM_ANSWER_AT = t(1795397599.903942)
 PREM_PHONE_GONE_AT = t(1795397604.925822)
+PREM_TRUNK_GONE_AT = t(1795397604.925659)
 PREM_ANSWERED: list[ChannelEvent] = [
     DialEnded(PREM_ANSWER_AT, PREM_PHONE, "1795397596.3", PREM_TRUNK, "ANSWER"),
-    ChannelHungUp(t(1795397604.925659), PREM_TRUNK, "1795397596.4", "1795397596.3", "16"),
+    ChannelHungUp(PREM_TRUNK_GONE_AT, PREM_TRUNK, "1795397596.4", "1795397596.3", "16"),
     ChannelHungUp(PREM_PHONE_GONE_AT, PREM_PHONE, "1795397596.3", "1795397596.3", "16"),
     ChannelHungUp(t(1795397604.926050), PREM_TRUNK_2, "1795397596.5", "1795397596.3", "16"),
 ]
@@ -331,9 +339,10 @@ def outbound_call(
 
 
 def test_enforce_hangs_up_the_international_trunk_leg() -> None:
-    tracker, judge = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     effects = tracker.handle_all(INTL_DIALLING)
-    decision, hangup, offence = effects
+    # The offence comes before the hangup: the shell writes it ahead of acting on it.
+    decision, offence, hangup = effects
     assert isinstance(decision, RecordDecision)
     assert hangup == HangupChannel(INTL_TRUNK, HANGUP_CAUSE_CALL_REJECTED, "1795397584.0", "LD-2")
     assert HANGUP_CAUSE_CALL_REJECTED == 21
@@ -368,15 +377,22 @@ def test_enforce_hangs_up_the_international_trunk_leg() -> None:
     assert (draft.number, draft.number_class, draft.outcome) == (
         "00441632960123",
         "international",
-        Outcome.HUNG_UP,
+        Outcome.CUT_ORDERED,
     )
-    assert draft.key == "reference:1795397584.0:LD-2"
+    assert draft.key == "reference:1795397584.0:LD-2:00441632960123"
     assert draft.at == t(1795397584.159466)
-    assert [(a.extension, a.dialled) for a, _ in judge.attempts] == [("2001", "00441632960123")]
+    assert judged(effects) == [("2001", "00441632960123")]
+    assert tracker.open_cuts == (INTL_TRUNK,)
 
     rest = tracker.handle_all(INTL_CUT)
     assert not only(rest, HangupChannel)
     assert not only(rest, RecordOffence)
+    # How the call ended comes from Asterisk: the trunk leg hung up before any answer.
+    (ending,) = only(rest, RecordOffenceOutcome)
+    assert ending.outcome.key == draft.key
+    assert ending.outcome.ending is Ending.BEFORE_ANSWER
+    assert ending.outcome.cause == "21"
+    assert final_outcome(draft.outcome, ending.outcome.ending) is Outcome.HUNG_UP
     (call,) = only(rest, RecordCall)
     summary = call.summary
     assert (summary.extension, summary.number, summary.verdict, summary.outcome) == (
@@ -390,30 +406,46 @@ def test_enforce_hangs_up_the_international_trunk_leg() -> None:
     assert summary.ended_at == t(1795397585.301805)
     assert tracker.live_calls == 0
     assert tracker.call_of(INTL_PHONE) is None
+    assert tracker.open_cuts == ()
 
 
 def test_enforce_premium_hangs_up_and_records_pr1_once() -> None:
-    tracker, _ = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     effects = tracker.handle_all(PREM_DIALLING + PREM_CUT)
     assert only(effects, HangupChannel) == [HangupChannel(PREM_TRUNK, 21, "1795397596.3", "PR-1")]
     (offence,) = only(effects, RecordOffence)
     assert (offence.draft.rule_id, offence.draft.person_id) == ("PR-1", "staff-2002")
-    assert offence.draft.outcome is Outcome.HUNG_UP
-    assert offence.draft.charge == Decimal(0)
+    assert offence.draft.outcome is Outcome.CUT_ORDERED
+    (ending,) = only(effects, RecordOffenceOutcome)
+    assert ending.outcome.ending is Ending.BEFORE_ANSWER
+    assert ending.outcome.charge == Decimal(0)
     assert len(only(effects, RecordCall)) == 1
 
 
 def test_enforce_never_hangs_up_the_phone_itself() -> None:
-    tracker, _ = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     effects = tracker.handle_all(INTL_DIALLING + INTL_ANSWERED)
     assert [h.channel for h in only(effects, HangupChannel)] == [INTL_TRUNK]
     assert len(only(effects, RecordOffence)) == 1
 
 
+def test_an_answer_despite_the_hangup_is_recorded_as_not_stopped() -> None:
+    """The trunk answered (the hangup came too late): the ledger must not say it was stopped."""
+    tracker = make_tracker(Mode.ENFORCE)
+    effects = tracker.handle_all(INTL_DIALLING + INTL_ANSWERED)
+    (offence,) = only(effects, RecordOffence)
+    (ending,) = only(effects, RecordOffenceOutcome)
+    assert ending.outcome.ending is Ending.ANSWERED
+    assert ending.outcome.talk_time == t(1795397594.180232) - t(1795397587.162931)
+    assert final_outcome(offence.draft.outcome, ending.outcome.ending) is Outcome.NOT_STOPPED
+    (call,) = only(effects, RecordCall)
+    assert call.summary.outcome == "not_stopped"
+
+
 def test_allowed_long_distance_goes_in_the_register() -> None:
     """head-domestic-long-distance: allowed for a department head, recorded for LD-4."""
     for mode in Mode:
-        tracker, _ = make_tracker(mode)
+        tracker = make_tracker(mode)
         effects = tracker.handle_all(HEAD_CALL)
         assert not only(effects, HangupChannel)
         assert not only(effects, RecordOffence)
@@ -430,28 +462,34 @@ def test_allowed_long_distance_goes_in_the_register() -> None:
         assert summary.started_at == t(1795397616.860529)
         assert summary.answered_at == t(1795397619.863329)
         assert summary.talk_time == t(1795397623.874789) - t(1795397619.863329)
+        # Every call is priced from the tariff (call accounting): ~4 s of domestic LD.
+        assert summary.charge == tracker.policy.tariff.charge(
+            "02787654321", "domestic_ld", summary.talk_time
+        )
+        assert summary.charge > 0
 
 
 def test_failover_trunk_leg_is_judged_the_same_and_hung_up_too() -> None:
-    tracker, judge = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     first = tracker.handle_all(INTL_DIALLING)
     failover = DialBegan(t(1795397585.0), INTL_PHONE, "1795397584.0", "1795397584.0", "2001",
                          "Staff 2001", "00441632960123", "PJSIP/carrier-0000002a",
                          "1795397584.5", "00441632960123@carrier")  # fmt: skip
     second = tracker.handle(failover)
-    assert len(judge.attempts) == 1
     assert only(second, HangupChannel) == [
         HangupChannel("PJSIP/carrier-0000002a", 21, "1795397584.0", "LD-2")
     ]
+    # Judged the same: one decision per trunk leg, one offence key for the call.
+    assert {d.record.verdict for d in only(first + second, RecordDecision)} == {"deny"}
     keys = {o.draft.key for o in only(first + second, RecordOffence)}
-    assert keys == {"reference:1795397584.0:LD-2"}  # the ledger stores one offence per key
+    assert keys == {"reference:1795397584.0:LD-2:00441632960123"}
 
 
 # --- monitor mode ---------------------------------------------------------------------------
 
 
 def test_monitor_records_without_hanging_up() -> None:
-    tracker, _ = make_tracker(Mode.MONITOR)
+    tracker = make_tracker(Mode.MONITOR)
     effects = tracker.handle_all(INTL_DIALLING + INTL_ANSWERED)
     assert not only(effects, HangupChannel)
     (offence,) = only(effects, RecordOffence)
@@ -463,37 +501,43 @@ def test_monitor_records_without_hanging_up() -> None:
 
 
 def test_monitor_prices_pr1_from_the_talk_time_at_call_end() -> None:
-    tracker, _ = make_tracker(Mode.MONITOR)
-    assert not only(tracker.handle_all(PREM_DIALLING), RecordOffence)
+    tracker = make_tracker(Mode.MONITOR)
+    # Written ahead when it is dialled; its charge comes when the call ends.
+    (offence,) = only(tracker.handle_all(PREM_DIALLING), RecordOffence)
+    draft = offence.draft
+    assert (draft.rule_id, draft.outcome, draft.charge) == ("PR-1", Outcome.MONITORED, 0)
     effects = tracker.handle_all(PREM_ANSWERED)
     assert not only(effects, HangupChannel)
-    (offence,) = only(effects, RecordOffence)
-    draft = offence.draft
-    assert draft.rule_id == "PR-1"
-    assert draft.outcome is Outcome.MONITORED
-    assert draft.talk_time == PREM_PHONE_GONE_AT - PREM_ANSWER_AT
-    assert draft.at == PREM_PHONE_GONE_AT
+    assert not only(effects, RecordOffence)
+    (ending,) = only(effects, RecordOffenceOutcome)
+    assert ending.outcome.key == draft.key
+    assert ending.outcome.ending is Ending.ANSWERED
+    assert ending.outcome.talk_time == PREM_TRUNK_GONE_AT - PREM_ANSWER_AT
+    assert ending.outcome.ended_at == PREM_TRUNK_GONE_AT
     # ~5 s billed as one started minute at the default 2.00/min premium rate
-    assert draft.charge == Decimal("2.00")
+    assert ending.outcome.charge == Decimal("2.00")
     penalty = tracker.policy.rules["PR-1"].penalty
     assert penalty is not None
-    assert assess(penalty, prior_offences=0, charge=draft.charge).amount == Decimal("90.00")
+    assert assess(penalty, prior_offences=0, charge=ending.outcome.charge).amount == Decimal(
+        "90.00"
+    )
 
 
 def test_monitor_prices_a_long_premium_call_by_its_minutes() -> None:
-    tracker, _ = make_tracker(Mode.MONITOR)
+    tracker = make_tracker(Mode.MONITOR)
     events = outbound_call("2002", "16812345678", seq=0x40, start=1795399000.0,
                            answer_after=3.0, talk=125.0)  # fmt: skip
-    (offence,) = only(tracker.handle_all(events), RecordOffence)
-    assert offence.draft.talk_time == timedelta(seconds=125)
-    assert offence.draft.charge == Decimal("6.00")  # 3 started minutes x 2.00
+    (ending,) = only(tracker.handle_all(events), RecordOffenceOutcome)
+    assert ending.outcome.talk_time == timedelta(seconds=125)
+    assert ending.outcome.charge == Decimal("6.00")  # 3 started minutes x 2.00
 
 
 def test_monitor_prices_an_unanswered_premium_call_at_zero() -> None:
-    tracker, _ = make_tracker(Mode.MONITOR)
-    (offence,) = only(tracker.handle_all(PREM_DIALLING + PREM_CUT), RecordOffence)
-    assert offence.draft.charge == Decimal("0.00")
-    assert offence.draft.talk_time == timedelta(0)
+    tracker = make_tracker(Mode.MONITOR)
+    (ending,) = only(tracker.handle_all(PREM_DIALLING + PREM_CUT), RecordOffenceOutcome)
+    assert ending.outcome.ending is Ending.BEFORE_ANSWER
+    assert ending.outcome.charge == Decimal("0.00")
+    assert ending.outcome.talk_time == timedelta(0)
 
 
 # --- emergency ------------------------------------------------------------------------------
@@ -501,7 +545,7 @@ def test_monitor_prices_an_unanswered_premium_call_at_zero() -> None:
 
 @pytest.mark.parametrize("mode", list(Mode))
 def test_guardroom_emergency_call_is_never_touched(mode: Mode) -> None:
-    tracker, _ = make_tracker(mode)
+    tracker = make_tracker(mode)
     effects = tracker.handle_all(ALARM_110)
     assert not only(effects, HangupChannel)
     assert not only(effects, RecordOffence)
@@ -515,17 +559,34 @@ def test_guardroom_emergency_call_is_never_touched(mode: Mode) -> None:
 @pytest.mark.parametrize("number", ["110", "119", "120", "122", "112", "12110"])
 @pytest.mark.parametrize("extension", ["8000", "2001", "9001", "8001", "7777"])
 def test_emergency_never_produces_a_hangup(mode: Mode, number: str, extension: str) -> None:
-    tracker, _ = make_tracker(mode)
+    tracker = make_tracker(mode)
     events = outbound_call(extension, number, seq=0x50, start=1795399100.0, answer_after=1.0,
                            talk=30.0)  # fmt: skip
-    effects = tracker.handle_all(events)
+    effects = tracker.handle_all(events[:4])
+    effects += tracker.handle_all(
+        [
+            ChannelSeen(
+                t(1795399105.0),
+                events[1].channel,
+                "x.1",
+                events[0].linkedid,
+                "",
+                "",
+                number,
+                "Up",
+                timedelta(seconds=5),
+            ),
+            ResyncDone(t(1795399105.0)),
+        ]
+    )
+    effects += tracker.handle_all(events[4:])
     assert not only(effects, HangupChannel)
     assert not only(effects, RecordOffence)
 
 
 def test_alarm_line_misuse_is_cut_and_charged_to_the_guard_on_duty() -> None:
     """guardroom-misuse-mobile: 8000 dials 13800138000 (EM-1)."""
-    tracker, _ = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     events = outbound_call("8000", "13800138000", seq=5, start=1795397636.290287,
                            answer_after=3.0, talk=4.0)  # fmt: skip
     effects = tracker.handle_all(events[:4])
@@ -543,7 +604,7 @@ def test_alarm_line_misuse_is_cut_and_charged_to_the_guard_on_duty() -> None:
 
 
 def test_hotline_unanswered_is_an_an1_offence() -> None:
-    tracker, _ = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     effects = tracker.handle_all(HOTLINE_UNANSWERED[:3])
     assert effects == []
     at_dial_end = tracker.handle(HOTLINE_UNANSWERED[3])
@@ -567,7 +628,7 @@ def test_hotline_unanswered_is_an_an1_offence() -> None:
 
 
 def test_hotline_answered_after_18s_is_an_an1_offence() -> None:
-    tracker, _ = make_tracker(Mode.MONITOR)
+    tracker = make_tracker(Mode.MONITOR)
     effects = tracker.handle_all(HOTLINE_LATE)
     (offence,) = only(effects, RecordOffence)
     assert offence.draft.rule_id == "AN-1"
@@ -583,7 +644,7 @@ def test_hotline_answered_after_18s_is_an_an1_offence() -> None:
      (12.0, "CANCEL"), (0.5, "BUSY"), (0.1, "CHANUNAVAIL")],
 )  # fmt: skip
 def test_hotline_answered_in_time_or_cancelled_is_no_an1_offence(after: float, status: str) -> None:
-    tracker, _ = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     events = [*HOTLINE_UNANSWERED[:3], hotline_dial_end(after, status), *HOTLINE_UNANSWERED[4:]]
     offences = only(tracker.handle_all(events), RecordOffence)
     assert [o for o in offences if o.draft.rule_id == "AN-1"] == []
@@ -601,7 +662,7 @@ def hotline_dial_end(after: float, status: str) -> DialEnded:
 
 
 def test_idle_hotline_rejecting_an_internal_call_is_a_dt2_offence() -> None:
-    tracker, _ = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     events = [*HOTLINE_UNANSWERED[:3], hotline_dial_end(2.0, "BUSY"), *HOTLINE_UNANSWERED[4:]]
     effects = tracker.handle_all(events)
     (offence,) = only(effects, RecordOffence)
@@ -615,7 +676,7 @@ def test_idle_hotline_rejecting_an_internal_call_is_a_dt2_offence() -> None:
 
 
 def test_busy_hotline_on_another_call_is_no_rejection() -> None:
-    tracker, _ = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     tracker.handle_all(HOTLINE_LATE[:4])  # 8001 is talking to 2002
     second: list[ChannelEvent] = [
         ChannelCreated(t(1795397680.0), "PJSIP/2003-0000000a", "1795397680.30", "1795397680.30",
@@ -647,33 +708,44 @@ ALARM_INBOUND: list[ChannelEvent] = [
 
 
 def test_call_occupying_the_alarm_phone_past_its_grace_is_cut_in_enforce_mode() -> None:
-    tracker, _ = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     assert not only(tracker.handle_all(ALARM_INBOUND), RecordOffence)
     grace = ALARM_ANSWERED_AT + timedelta(seconds=60)
     assert tracker.next_due() == grace
-    assert tracker.due(grace - timedelta(seconds=1)) == []
-    effects = tracker.due(grace)
+    assert tracker.handle(Tick(grace - timedelta(seconds=1))) == []
+    effects = tracker.handle(Tick(grace))
     assert only(effects, HangupChannel) == [
         HangupChannel(ALARM_RING_PHONE, 21, "1795397708.40", "EM-1")
     ]
     (offence,) = only(effects, RecordOffence)
+    assert effects.index(offence) < effects.index(only(effects, HangupChannel)[0])
     assert (offence.draft.rule_id, offence.draft.person_id) == ("EM-1", "staff-2001")
-    assert offence.draft.outcome is Outcome.HUNG_UP
-    assert tracker.due(grace + timedelta(seconds=5)) == []
+    assert offence.draft.outcome is Outcome.CUT_ORDERED
+    # The occupancy is flagged once; the hangup is sent again while the channel lives on.
+    again = tracker.handle(Tick(grace + timedelta(seconds=5)))
+    assert not only(again, RecordOffence)
+    assert [h.attempt for h in only(again, HangupChannel)] == [2]
+    gone = grace + timedelta(seconds=6)
+    tracker.handle_all(
+        [
+            ChannelHungUp(gone, ALARM_RING_PHONE, "1795397708.41", "1795397708.40", "21"),
+            ChannelHungUp(gone, "PJSIP/2001-0000000c", "1795397708.40", "1795397708.40", "21"),
+        ]
+    )
     assert tracker.next_due() is None
 
 
 def test_call_occupying_the_alarm_phone_is_only_recorded_in_monitor_mode() -> None:
-    tracker, _ = make_tracker(Mode.MONITOR)
+    tracker = make_tracker(Mode.MONITOR)
     tracker.handle_all(ALARM_INBOUND)
-    effects = tracker.due(ALARM_ANSWERED_AT + timedelta(seconds=61))
+    effects = tracker.handle(Tick(ALARM_ANSWERED_AT + timedelta(seconds=61)))
     assert not only(effects, HangupChannel)
     (offence,) = only(effects, RecordOffence)
     assert offence.draft.outcome is Outcome.MONITORED
 
 
 def test_short_call_to_the_alarm_phone_is_no_offence() -> None:
-    tracker, _ = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     tracker.handle_all(ALARM_INBOUND)
     gone = ALARM_ANSWERED_AT + timedelta(seconds=20)
     tracker.handle_all(
@@ -683,11 +755,11 @@ def test_short_call_to_the_alarm_phone_is_no_offence() -> None:
         ]
     )
     assert tracker.next_due() is None
-    assert tracker.due(ALARM_ANSWERED_AT + timedelta(seconds=120)) == []
+    assert tracker.handle(Tick(ALARM_ANSWERED_AT + timedelta(seconds=120))) == []
 
 
 def test_ordinary_phone_has_no_answer_time() -> None:
-    tracker, _ = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     to_2002 = "PJSIP/2002-00000007"
     events: list[ChannelEvent] = [
         dataclasses.replace(e, dest_channel=to_2002, dial_string="2002")
@@ -701,8 +773,7 @@ def test_ordinary_phone_has_no_answer_time() -> None:
 
 
 def test_hotline_without_anyone_on_duty_is_unattributed() -> None:
-    policy = LOADED.policy
-    tracker = CallTracker(policy, LOADED.channels, Judge(policy))
+    tracker = CallTracker(dataclasses.replace(LOADED.policy, rota=None), LOADED.channels)
     (offence,) = only(tracker.handle_all(HOTLINE_UNANSWERED), RecordOffence)
     assert offence.draft.person_id == ""
 
@@ -724,18 +795,19 @@ def intl_snapshot(at: datetime, *, order: tuple[int, ...] = (0, 1, 2)) -> list[C
 
 
 def test_resync_judges_a_live_forbidden_call_once() -> None:
-    tracker, judge = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     at = t(1795397592.2)
     effects = tracker.handle_all(intl_snapshot(at))
-    assert [(a.extension, a.dialled) for a, _ in judge.attempts] == [("2001", "00441632960123")]
+    assert judged(effects) == [("2001", "00441632960123")]
     assert only(effects, HangupChannel) == [HangupChannel(INTL_TRUNK, 21, "1795397584.0", "LD-2")]
     (offence,) = only(effects, RecordOffence)
     assert (offence.draft.rule_id, offence.draft.person_id) == ("LD-2", "staff-2001")
+    assert offence.draft.key == "reference:1795397584.0:LD-2:00441632960123"
     assert tracker.live_calls == 1
 
+    # Still live at the next resync: judged no more, recorded no more, hung up again.
     again = tracker.handle_all(intl_snapshot(at + timedelta(seconds=1)))
-    assert again == []
-    assert len(judge.attempts) == 1
+    assert again == [HangupChannel(INTL_TRUNK, 21, "1795397584.0", "LD-2", attempt=2)]
 
 
 @pytest.mark.parametrize("order", [(1, 0, 2), (2, 1, 0), (1, 2, 0)])
@@ -743,15 +815,18 @@ def test_resync_attributes_the_call_to_the_phone_whatever_the_row_order(
     order: tuple[int, ...],
 ) -> None:
     """CoreShowChannels lists channels in no particular order."""
-    tracker, judge = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     effects = tracker.handle_all(intl_snapshot(t(1795397592.2), order=order))
-    assert [(a.extension, a.dialled) for a, _ in judge.attempts] == [("2001", "00441632960123")]
+    assert judged(effects) == [("2001", "00441632960123")]
     (offence,) = only(effects, RecordOffence)
     assert offence.draft.person_id == "staff-2001"
+    assert offence.draft.key == "reference:1795397584.0:LD-2:00441632960123"
+    assert offence.draft.call is not None
+    assert offence.draft.call.channel == INTL_PHONE
 
 
 def test_resync_does_not_cut_a_head_whose_trunk_leg_is_listed_first() -> None:
-    tracker, _ = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     at = t(1795397621.0)
     rows: list[ChannelEvent] = [
         ChannelSeen(at, HEAD_TRUNK, "1795397616.10", "1795397616.9", "02787654321",
@@ -768,12 +843,11 @@ def test_resync_does_not_cut_a_head_whose_trunk_leg_is_listed_first() -> None:
 
 
 def test_resync_does_not_judge_a_call_already_judged() -> None:
-    tracker, judge = make_tracker(Mode.MONITOR)
-    tracker.handle_all(INTL_DIALLING + INTL_ANSWERED[:1])
-    assert len(judge.attempts) == 1
+    tracker = make_tracker(Mode.MONITOR)
+    first = tracker.handle_all(INTL_DIALLING + INTL_ANSWERED[:1])
+    assert len(judged(first)) == 1
     effects = tracker.handle_all(intl_snapshot(t(1795397590.0)))
     assert effects == []
-    assert len(judge.attempts) == 1
     assert tracker.live_calls == 1
     rest = tracker.handle_all(INTL_ANSWERED[1:])
     assert len(only(rest, RecordCall)) == 1
@@ -781,7 +855,7 @@ def test_resync_does_not_judge_a_call_already_judged() -> None:
 
 
 def test_resync_ends_calls_that_disappeared() -> None:
-    tracker, _ = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     tracker.handle_all(HEAD_CALL[:5])  # the head's call is up
     tracker.handle_all(INTL_DIALLING)  # and staff 2001 is dialling
     assert tracker.live_calls == 2
@@ -790,30 +864,36 @@ def test_resync_ends_calls_that_disappeared() -> None:
     effects = tracker.handle_all(intl_snapshot(at))
     (call,) = only(effects, RecordCall)
     assert call.summary.extension == "9001"
-    assert call.summary.ended_at == at
+    # Its end was not seen: the call is closed at the last moment it was seen alive, so no
+    # talk time is made up.
+    assert call.summary.ended_at == t(1795397619.863329)
     assert call.summary.outcome == "answered"
-    assert not only(effects, HangupChannel)
+    assert only(effects, HangupChannel) == [
+        HangupChannel(INTL_TRUNK, 21, "1795397584.0", "LD-2", attempt=2)
+    ]
     assert tracker.live_calls == 1
     assert tracker.call_of(HEAD_PHONE) is None
     assert tracker.call_of(INTL_PHONE) == "1795397584.0"
 
 
 def test_empty_resync_ends_every_call() -> None:
-    tracker, _ = make_tracker(Mode.MONITOR)
-    tracker.handle_all(PREM_DIALLING + PREM_ANSWERED[:1])
+    tracker = make_tracker(Mode.MONITOR)
+    dialled = tracker.handle_all(PREM_DIALLING + PREM_ANSWERED[:1])
+    (offence,) = only(dialled, RecordOffence)
     at = t(1795397700.0)
     effects = tracker.handle(ResyncDone(at))
-    (offence,) = only(effects, RecordOffence)
-    assert offence.draft.talk_time == at - PREM_ANSWER_AT
-    assert offence.draft.charge == tracker.policy.tariff.charge(
-        "16812345678", "premium", at - PREM_ANSWER_AT
-    )
+    (ending,) = only(effects, RecordOffenceOutcome)
+    assert ending.outcome.key == offence.draft.key
+    # Answered, then gone while unseen: talk time counted only up to the last event seen.
+    assert ending.outcome.ending is Ending.ANSWERED
+    assert ending.outcome.ended_at is None
+    assert ending.outcome.talk_time == timedelta(0)
     assert len(only(effects, RecordCall)) == 1
     assert tracker.live_calls == 0
 
 
 def test_monitor_resync_of_an_answered_premium_call_is_priced_at_its_end() -> None:
-    tracker, _ = make_tracker(Mode.MONITOR)
+    tracker = make_tracker(Mode.MONITOR)
     at = t(1795397630.0)
     rows: list[ChannelEvent] = [
         ChannelSeen(at, PREM_PHONE, "1795397596.3", "1795397596.3", "2002", "Staff 2002",
@@ -822,19 +902,24 @@ def test_monitor_resync_of_an_answered_premium_call_is_priced_at_its_end() -> No
                     "<unknown>", "16812345678", "Up", timedelta(seconds=33)),
         ResyncDone(at),
     ]  # fmt: skip
-    assert not only(tracker.handle_all(rows), RecordOffence)
+    (offence,) = only(tracker.handle_all(rows), RecordOffence)
+    assert offence.draft.outcome is Outcome.MONITORED
     hangup_at = at + timedelta(seconds=40)
     end: list[ChannelEvent] = [
-        ChannelHungUp(hangup_at, PREM_PHONE, "1795397596.3", "1795397596.3", "16")
+        ChannelHungUp(hangup_at, PREM_TRUNK, "1795397596.4", "1795397596.3", "16"),
+        ChannelHungUp(hangup_at, PREM_PHONE, "1795397596.3", "1795397596.3", "16"),
     ]
-    (offence,) = only(tracker.handle_all(end), RecordOffence)
-    assert offence.draft.talk_time >= timedelta(seconds=40)
-    assert offence.draft.charge >= Decimal("4.00")
+    (ending,) = only(tracker.handle_all(end), RecordOffenceOutcome)
+    # Found talking by the resync: answered no later than the resync, never made longer.
+    assert ending.outcome.answer_estimated
+    assert ending.outcome.answered_at == at
+    assert ending.outcome.talk_time == timedelta(seconds=40)
+    assert ending.outcome.charge == Decimal("2.00")
 
 
 def test_enforce_resync_of_an_answered_premium_call_is_priced_from_its_talk_time() -> None:
     """PR-1 is 20 x the charge: a premium call found talking must not be fined as free."""
-    tracker, _ = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     at = t(1795397700.0)
     rows: list[ChannelEvent] = [
         ChannelSeen(at, PREM_PHONE, "1795397596.3", "1795397596.3", "2002", "Staff 2002",
@@ -851,17 +936,20 @@ def test_enforce_resync_of_an_answered_premium_call_is_priced_from_its_talk_time
     effects = tracker.handle_all(rows + end)
     assert len(only(effects, HangupChannel)) == 1
     (offence,) = only(effects, RecordOffence)
-    assert offence.draft.talk_time > timedelta(seconds=60)
-    assert offence.draft.charge == Decimal("4.00")  # 2 started minutes x 2.00
+    (ending,) = only(effects, RecordOffenceOutcome)
+    # It was answered before the guard could cut it: not stopped, and priced.
+    assert ending.outcome.ending is Ending.ANSWERED
+    assert final_outcome(offence.draft.outcome, ending.outcome.ending) is Outcome.NOT_STOPPED
+    assert ending.outcome.charge == Decimal("2.00")  # a started minute at 2.00
 
 
 # --- concurrency ----------------------------------------------------------------------------
 
 
 def test_burst_of_interleaved_calls_in_enforce_mode() -> None:
-    tracker, judge = make_tracker(Mode.ENFORCE)
+    tracker = make_tracker(Mode.ENFORCE)
     effects = tracker.handle_all(BURST)
-    assert sorted((a.extension, a.dialled) for a, _ in judge.attempts) == [
+    assert sorted(judged(effects)) == [
         ("2001", "00441632960123"),
         ("2002", "16812345678"),
         ("2003", "02112345678"),
@@ -889,12 +977,15 @@ def test_burst_of_interleaved_calls_in_enforce_mode() -> None:
 
 
 def test_burst_in_monitor_mode_prices_the_premium_call() -> None:
-    tracker, _ = make_tracker(Mode.MONITOR)
+    tracker = make_tracker(Mode.MONITOR)
     effects = tracker.handle_all(BURST)
     assert not only(effects, HangupChannel)
     (premium,) = [o for o in only(effects, RecordOffence) if o.draft.rule_id == "PR-1"]
-    assert premium.draft.talk_time == t(1795398029.111243) - t(1795398026.070145)
-    assert premium.draft.charge == Decimal("2.00")
+    (ending,) = [
+        e for e in only(effects, RecordOffenceOutcome) if e.outcome.key == premium.draft.key
+    ]
+    assert ending.outcome.talk_time == t(1795398029.111228) - t(1795398026.070145)
+    assert ending.outcome.charge == Decimal("2.00")
 
 
 def _by_call(events: list[ChannelEvent]) -> list[list[ChannelEvent]]:
@@ -923,8 +1014,8 @@ def test_any_interleaving_of_concurrent_calls_gives_the_same_effects(data: st.Da
         merged.append(BURST_CALLS[lane][cursors[lane]])
         cursors[lane] += 1
     for mode in Mode:
-        sequential, _ = make_tracker(mode)
-        interleaved, _ = make_tracker(mode)
+        sequential = make_tracker(mode)
+        interleaved = make_tracker(mode)
         expected = sequential.handle_all([e for call in BURST_CALLS for e in call])
         assert _fingerprint(interleaved.handle_all(merged)) == _fingerprint(expected)
         assert interleaved.live_calls == 0

@@ -10,20 +10,17 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from pbxguard.adapters.policy_file import load_policy
-from pbxguard.domain.calls import (
-    CallTracker,
+from pbxguard.domain.call_events import (
     ChannelCreated,
-    ChannelEvent,
     ChannelHungUp,
     DialBegan,
     DialEnded,
-    HangupChannel,
-    RecordCall,
-    RecordOffence,
     ResyncDone,
     ResyncStarted,
+    TrackerEvent,
 )
-from pbxguard.domain.evaluate import CallAttempt, Decision, evaluate
+from pbxguard.domain.calls import CallTracker
+from pbxguard.domain.effects import HangupChannel, RecordCall, RecordOffence
 from pbxguard.domain.policy import Line, Mode, Policy
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -39,18 +36,10 @@ def dispatch_policy() -> Policy:
 
 
 def tracker_for(policy: Policy) -> CallTracker:
-    def judge(attempt: CallAttempt, _uniqueid: str, at: datetime) -> Decision:
-        return evaluate(attempt, policy, now=at)
-
-    rota = policy.rota
-
-    def on_duty(line: str, at: datetime) -> str | None:
-        return rota.on_duty(line, at) if rota is not None else None
-
-    return CallTracker(policy, LOADED.channels, judge, on_duty=on_duty)
+    return CallTracker(policy, LOADED.channels)
 
 
-def outbound_call(ext: str, number: str, at: datetime, seq: int) -> list[ChannelEvent]:
+def outbound_call(ext: str, number: str, at: datetime, seq: int) -> list[TrackerEvent]:
     uid = f"1795400000.{seq}"
     phone = f"PJSIP/{ext}-{seq:08x}"
     trunk = f"Local/{number}@pstn-{seq:08x};1"

@@ -11,13 +11,14 @@ FORBIDDEN = (
     "asyncio",
     "socket",
     "sqlalchemy",
-    "sqlmodel",
+    "psycopg",
     "aiomqtt",
     "structlog",
+    "threading",
     "pbxguard.app",
     "pbxguard.adapters",
-    "pbxguard.web",
-    "pbxguard.cli",
+    "pbxguard.entrypoints",
+    "pbxguard.bootstrap",
     "pbxguard.simulator",
 )
 

@@ -3,66 +3,84 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
-
-import pytest
 
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.app.guard import Guard
-from pbxguard.app.notifier import Notifier
-from pbxguard.domain.policy import Rule
-from pbxguard.domain.records import CallSummary, DecisionRecord, OffenceDraft, Outcome
-from pbxguard.errors import AmiActionError
+from pbxguard.domain.call_events import Tick
+from pbxguard.domain.effects import ClearAlert, RaiseAlert
+from pbxguard.domain.entries import OffenceEntry
+from pbxguard.domain.records import DecisionRecord, LedgerFact, OffenceFact, Outcome
+from pbxguard.errors import AmiActionError, AmiConnectionError, JournalError
 from pbxguard.protocol.ami import AmiMessage
 
 REFERENCE_SITE = Path(__file__).parents[2] / "src/pbxguard/policies/reference-site.toml"
+LOADED = load_policy(REFERENCE_SITE)
+TRUNK = "Local/00441632960123@pstn-00000000;1"
 
 
 class FakePbx:
     """Records hangups; refuses them when told to, as Asterisk does for a gone channel."""
 
-    def __init__(self, *, refuse: bool = False) -> None:
-        self.refuse = refuse
-        self.hung_up: list[tuple[str, int]] = []
+    def __init__(self, journal: FakeJournal, *, fail: Exception | None = None) -> None:
+        self.journal = journal
+        self.fail = fail
+        self.attempts: list[tuple[str, int, int]] = []
 
     async def hangup(self, channel: str, cause: int = 21) -> None:
-        if self.refuse:
-            raise AmiActionError("Hangup", "No such channel")
-        self.hung_up.append((channel, cause))
+        # What the journal held when the hangup went out: the write-ahead check.
+        self.attempts.append((channel, cause, len(self.journal.facts)))
+        if self.fail is not None:
+            raise self.fail
 
 
-class FakeLedger:
-    """Keeps what the guard writes, in order."""
+class FakeJournal:
+    """Keeps what the guard writes ahead, in order; can be made to fail."""
 
+    def __init__(self) -> None:
+        self.facts: list[LedgerFact] = []
+        self.broken = False
+
+    def append(self, facts: Sequence[LedgerFact]) -> None:
+        if self.broken:
+            raise JournalError("disk full")
+        self.facts.extend(facts)
+
+    @property
+    def pending(self) -> int:
+        return len(self.facts)
+
+
+class FakeNotifier:
     def __init__(self) -> None:
         self.decisions: list[DecisionRecord] = []
-        self.offences: list[OffenceDraft] = []
-        self.calls: list[CallSummary] = []
+        self.hung_up: list[str] = []
+        self.alerts: list[RaiseAlert] = []
 
-    async def record_decision(self, rec: DecisionRecord) -> None:
-        self.decisions.append(rec)
+    def decision_made(self, record: DecisionRecord) -> None:
+        self.decisions.append(record)
 
-    async def record_offence(self, draft: OffenceDraft, rule: Rule, *, timezone: ZoneInfo) -> Any:
-        self.offences.append(draft)
+    def offence_recorded(self, entry: OffenceEntry) -> None:
+        raise AssertionError("the guard publishes offences only once the ledger has them")
 
-    async def record_call(self, summary: CallSummary) -> None:
-        self.calls.append(summary)
+    def call_hung_up(self, channel: str, linkedid: str, rule_id: str) -> None:
+        self.hung_up.append(channel)
 
+    def alert_raised(self, alert: RaiseAlert) -> None:
+        self.alerts.append(alert)
 
-class FakePublisher:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, dict[str, Any]]] = []
-
-    def publish(self, kind: str, payload: Any) -> None:
-        self.messages.append((kind, dict(payload)))
+    def alert_cleared(self, alert: ClearAlert) -> None:
+        pass
 
 
 class FixedClock:
+    def __init__(self) -> None:
+        self.at = datetime(2026, 11, 23, 1, 33, 4, tzinfo=UTC)
+
     def now(self) -> datetime:
-        return datetime(2026, 11, 23, 1, 33, 4, tzinfo=UTC)
+        return self.at
 
 
 def forbidden_call() -> list[AmiMessage]:
@@ -81,52 +99,97 @@ def forbidden_call() -> list[AmiMessage]:
             [
                 ("Event", "DialBegin"),
                 *common,
-                ("DestChannel", "Local/00441632960123@pstn-00000000;1"),
+                ("DestChannel", TRUNK),
                 ("DialString", "00441632960123@pstn"),
             ]
         ),
     ]
 
 
-@pytest.mark.parametrize(
-    ("refuse", "outcome"), [(False, Outcome.HUNG_UP), (True, Outcome.NOT_STOPPED)]
-)
-async def test_the_offence_says_whether_the_hangup_worked(refuse: bool, outcome: Outcome) -> None:
-    pbx, ledger, publisher = FakePbx(refuse=refuse), FakeLedger(), FakePublisher()
+def make_guard(
+    fail: Exception | None = None, clock: FixedClock | None = None
+) -> tuple[Guard, FakePbx, FakeJournal, FakeNotifier]:
+    journal, notifier = FakeJournal(), FakeNotifier()
+    pbx = FakePbx(journal, fail=fail)
     guard = Guard(
-        load_policy(REFERENCE_SITE),
+        LOADED.policy,
+        LOADED.channels,
         pbx=pbx,
-        ledger=ledger,
-        notifier=Notifier(publisher, site="reference"),
-        clock=FixedClock(),
+        facts=journal,
+        notifier=notifier,
+        clock=clock or FixedClock(),
     )
-    writer = asyncio.create_task(guard.run())
-    try:
-        for message in forbidden_call():
-            guard.on_ami_message(message)
-        async with asyncio.timeout(5):
-            await guard.drained()
-    finally:
-        writer.cancel()
-    assert [o.outcome for o in ledger.offences] == [outcome]
-    assert [o.rule_id for o in ledger.offences] == ["LD-2"]
-    assert pbx.hung_up == ([] if refuse else [("Local/00441632960123@pstn-00000000;1", 21)])
-    assert guard.stats.hangups_failed == (1 if refuse else 0)
-    kinds = [kind for kind, _ in publisher.messages]
-    assert kinds.count("offences") == 1
+    return guard, pbx, journal, notifier
+
+
+async def test_the_offence_is_written_ahead_of_the_hangup() -> None:
+    guard, pbx, journal, notifier = make_guard()
+    for message in forbidden_call():
+        guard.on_ami_message(message)
+    async with asyncio.timeout(5):
+        await guard.settled()
+    offences = [f for f in journal.facts if isinstance(f, OffenceFact)]
+    assert [(o.draft.rule_id, o.draft.outcome) for o in offences] == [("LD-2", Outcome.CUT_ORDERED)]
+    assert offences[0].rule.id == "LD-2"  # the rule travels with it, for pricing later
+    # When the hangup went out, the decision and the offence were already in the journal.
+    assert pbx.attempts == [(TRUNK, 21, 2)]
+    assert notifier.hung_up == [TRUNK]
+    assert [d.verdict for d in notifier.decisions] == ["deny"]
+
+
+async def test_a_refused_hangup_is_sent_again_until_the_channel_is_gone() -> None:
+    guard, pbx, journal, _ = make_guard(fail=AmiActionError("Hangup", "No such channel"))
+    for message in forbidden_call():
+        guard.on_ami_message(message)
+    async with asyncio.timeout(5):
+        await guard.settled()
+    assert guard.stats.hangups_failed == 1
+    assert guard.tracker.open_cuts == (TRUNK,)
+    due = guard.tracker.next_due()
+    assert due is not None
+    guard.handle(Tick(due))
+    async with asyncio.timeout(5):
+        await guard.settled()
+    assert [channel for channel, _, _ in pbx.attempts] == [TRUNK, TRUNK]
+    # The offence was written once, whatever became of the hangups.
+    assert len([f for f in journal.facts if isinstance(f, OffenceFact)]) == 1
+
+
+async def test_a_hangup_lost_with_the_connection_waits_for_the_resync() -> None:
+    guard, pbx, _, _ = make_guard(fail=AmiConnectionError("lost"))
+    for message in forbidden_call():
+        guard.on_ami_message(message)
+    async with asyncio.timeout(5):
+        await guard.settled()
+    assert guard.tracker.open_cuts == (TRUNK,)
+    # No retry on a timer: the next login's resync hangs it up again.
+    assert guard.tracker.next_due() is None
+    assert len(pbx.attempts) == 1
+
+
+async def test_a_journal_that_cannot_be_written_never_stops_enforcement() -> None:
+    clock = FixedClock()
+    guard, pbx, journal, _ = make_guard(clock=clock)
+    journal.broken = True
+    for message in forbidden_call():
+        guard.on_ami_message(message)
+    async with asyncio.timeout(5):
+        await guard.settled()
+    assert [channel for channel, _, _ in pbx.attempts] == [TRUNK]
+    assert journal.facts == []
+    assert guard.stats.journal_failures == 1
+    journal.broken = False
+    clock.at += timedelta(seconds=2)
+    # The facts kept in memory go first with the next write, in their order.
+    guard.handle(Tick(clock.at))
+    assert [type(f).__name__ for f in journal.facts][:2] == ["DecisionRecord", "OffenceFact"]
 
 
 async def test_ignored_events_cost_nothing_and_change_nothing() -> None:
-    ledger = FakeLedger()
-    guard = Guard(
-        load_policy(REFERENCE_SITE),
-        pbx=FakePbx(),
-        ledger=ledger,
-        notifier=Notifier(FakePublisher(), site="reference"),
-        clock=FixedClock(),
-    )
+    guard, _, journal, _ = make_guard()
     for name in ("VarSet", "RTCPReceived", "Newexten", "SuccessfulAuth"):
         guard.on_ami_message(AmiMessage([("Event", name), ("Channel", "PJSIP/2001-00000000")]))
     assert guard.tracker.live_calls == 0
     assert guard.stats.events == 4
     assert guard.stats.decisions == 0
+    assert journal.facts == []

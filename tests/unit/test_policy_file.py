@@ -168,6 +168,7 @@ def test_reference_site_loads_over_the_default() -> None:
         "staff-2001",
         "staff-2002",
         "zhang-wei",
+        "liu-fang",
         "head-9001",
         "guard-li",
         "duty-wang",

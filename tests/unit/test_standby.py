@@ -31,7 +31,7 @@ from pbxguard.domain.calendars import (
     WeeklyHours,
     WorkingHours,
 )
-from pbxguard.domain.calls import RecordOffence
+from pbxguard.domain.effects import AlertKind, ClearAlert, RaiseAlert, RecordOffence
 from pbxguard.domain.endpoints import (
     ContactEntry,
     ContactStatus,
@@ -50,9 +50,6 @@ from pbxguard.domain.policy import Person
 from pbxguard.domain.records import OffenceDraft, Outcome
 from pbxguard.domain.rota import Rota, WeeklyShift
 from pbxguard.domain.standby import (
-    AlertKind,
-    ClearAlert,
-    RaiseAlert,
     StandbyEffect,
     StandbyWatch,
     WatchedLine,

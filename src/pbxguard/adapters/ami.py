@@ -122,6 +122,7 @@ class AmiClient:
         *,
         sink: EventSink,
         on_login: LoginHook | None = None,
+        on_disconnect: Callable[[], None] | None = None,
         timing: AmiTiming | None = None,
         raise_on_auth_failure: bool = False,
         queue_size: int = _DEFAULT_QUEUE_SIZE,
@@ -143,6 +144,7 @@ class AmiClient:
         self._secret = secret if isinstance(secret, SecretStr) else SecretStr(secret)
         self._sink = sink
         self._on_login = on_login
+        self._on_disconnect = on_disconnect
         self._timing = timing or AmiTiming()
         self._raise_on_auth_failure = raise_on_auth_failure
         self._queue_size = queue_size
@@ -399,6 +401,7 @@ class AmiClient:
                 raise AmiConnectionError("the AMI session ended unexpectedly")
             raise error
         finally:
+            was_logged_in = self._logged_in.is_set()
             self._logged_in.clear()
             for task in (reader_task, talk_task, close_task):
                 task.cancel()
@@ -412,6 +415,11 @@ class AmiClient:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 await writer.wait_closed()
             await self._drain_consumer(queue, consumer_task)
+            if was_logged_in and self._on_disconnect is not None:
+                try:
+                    self._on_disconnect()
+                except Exception:
+                    log.exception("ami.disconnect_hook_crashed")
 
     async def _drain_consumer(
         self, queue: asyncio.Queue[AmiMessage | None], consumer_task: asyncio.Task[None]

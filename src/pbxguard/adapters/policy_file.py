@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -46,7 +46,7 @@ from pbxguard.domain.penalties import (
     Sanction,
     Step,
 )
-from pbxguard.domain.policy import Line, LineUse, Mode, Person, Policy, Role, Rule
+from pbxguard.domain.policy import CodeLimits, Line, LineUse, Mode, Person, Policy, Role, Rule
 from pbxguard.domain.rota import DatedShift, Rota, WeeklyShift
 from pbxguard.domain.tariff import Rate, Tariff
 from pbxguard.errors import ConfigError, PolicyError
@@ -138,6 +138,7 @@ class RoleModel(_Model):
     name_en: str
     allowed: list[NumberClass]
     can_approve: bool = False
+    approves_for: Literal["department", "company"] = "department"
 
 
 class PersonModel(_Model):
@@ -248,6 +249,11 @@ class TariffModel(_Model):
 
 class AuthorizationModel(_Model):
     pin_classes: list[NumberClass] = []
+    code_digits: int = Field(default=6, ge=4, le=12)
+    min_code_digits: int = Field(default=4, ge=4, le=12)
+    max_failures: int = Field(default=5, ge=1, le=100)
+    failure_window_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    lockout_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
 
 
 class RegisterModel(_Model):
@@ -510,7 +516,14 @@ def _to_domain(
     model: PolicyModel, sources: Sequence[_Source], *, rota_may_be_missing: bool = False
 ) -> tuple[Policy, ChannelPlan]:
     roles = {
-        role_id: Role(role_id, r.name_zh, r.name_en, frozenset(r.allowed), r.can_approve)
+        role_id: Role(
+            role_id,
+            r.name_zh,
+            r.name_en,
+            frozenset(r.allowed),
+            r.can_approve,
+            company_wide=r.approves_for == "company",
+        )
         for role_id, r in model.roles.items()
     }
     _check(
@@ -659,6 +672,13 @@ def _to_domain(
         schedules=schedules,
         rota=rota,
         register_fill_hours=model.register_.fill_within_hours,
+        code_limits=CodeLimits(
+            max_failures=model.authorization.max_failures,
+            window=timedelta(minutes=model.authorization.failure_window_minutes),
+            lockout=timedelta(minutes=model.authorization.lockout_minutes),
+            digits=model.authorization.code_digits,
+            min_digits=min(model.authorization.min_code_digits, model.authorization.code_digits),
+        ),
     )
     return policy, channels
 

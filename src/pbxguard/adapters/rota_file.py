@@ -265,3 +265,25 @@ def save_rota(rota: Rota, path: str | os.PathLike[str]) -> None:
             raise
     except OSError as exc:
         raise ConfigError(f"{target}: cannot write the rota: {exc.strerror or exc}") from exc
+
+
+class RotaFile:
+    """The rota CSV file the policy names, read and written whole (atomically)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    @property
+    def path(self) -> Path:
+        """The file."""
+        return self._path
+
+    def load(self, timezone: ZoneInfo) -> Rota:
+        """Read the rota; a file not created yet is an empty rota."""
+        if not self._path.exists():
+            return Rota(timezone)
+        return load_rota(self._path, timezone)
+
+    def save(self, rota: Rota) -> None:
+        """Write the rota."""
+        save_rota(rota, self._path)

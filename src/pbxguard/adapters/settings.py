@@ -2,13 +2,19 @@
 
 Nested keys use a double underscore: ``PBXGUARD_AMI__SECRET`` overrides ``[ami] secret``.
 Secrets are `SecretStr` and never printed.
+
+Where state lives: everything pbxguard writes (the SQLite ledger by default, the write-ahead
+journal, the MQTT outbox) goes under ``state_dir``: the setting, else ``$STATE_DIRECTORY`` (set
+by systemd's ``StateDirectory=``), else ``$XDG_STATE_HOME/pbxguard`` (``~/.local/state/pbxguard``).
+Never the working directory. Relative paths in a settings file are relative to that file.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -42,10 +48,30 @@ class AgiSettings(_Section):
 
 
 class LedgerSettings(_Section):
-    """The fine ledger database and its spool for outages."""
+    """The fine ledger database.
 
-    url: str = "sqlite+aiosqlite:///pbxguard.sqlite3"
-    spool: str = "pbxguard-ledger.spool"
+    ``url`` defaults to an SQLite file in the state directory. On PostgreSQL the daemon should
+    connect as a role that may only INSERT and SELECT; ``owner_url`` (a role that owns the
+    tables) is used for ``pbxguard ledger migrate``, which grants ``writer_role`` just that.
+    """
+
+    url: str = ""
+    owner_url: SecretStr = SecretStr("")
+    writer_role: str = ""
+    busy_timeout: float = Field(default=5.0, gt=0, le=60)
+
+
+class JournalSettings(_Section):
+    """The write-ahead journal in front of the ledger (the spool for database outages).
+
+    ``sync``: ``group`` makes appends durable in group commits by a thread of their own (a
+    power cut may lose the last milliseconds; a crash of pbxguard loses nothing); ``always``
+    fsyncs every append before the guard acts (slower); ``none`` leaves it to the kernel.
+    """
+
+    sync: Literal["group", "always", "none"] = "group"
+    segment_mb: int = Field(default=16, ge=1, le=1024)
+    batch: int = Field(default=500, ge=1, le=100_000)
 
 
 class MqttSettings(_Section):
@@ -56,7 +82,7 @@ class MqttSettings(_Section):
     port: int = Field(default=1883, ge=1, le=65535)
     username: str = ""
     password: SecretStr = SecretStr("")
-    spool: str = "pbxguard-mqtt.spool"
+    spool: str = ""
 
 
 class Settings(BaseSettings):
@@ -68,10 +94,32 @@ class Settings(BaseSettings):
 
     policy: str | None = None
     log_level: str = "info"
+    state_dir: str = ""
     ami: AmiSettings = AmiSettings()
     agi: AgiSettings = AgiSettings()
     ledger: LedgerSettings = LedgerSettings()
+    journal: JournalSettings = JournalSettings()
     mqtt: MqttSettings = MqttSettings()
+
+    @property
+    def state_path(self) -> Path:
+        """Where pbxguard keeps what it writes (see the module docstring)."""
+        return Path(self.state_dir) if self.state_dir else default_state_dir()
+
+    @property
+    def ledger_url(self) -> str:
+        """The ledger's database URL (an SQLite file in the state directory by default)."""
+        return self.ledger.url or f"sqlite:///{self.state_path / 'ledger.sqlite3'}"
+
+    @property
+    def journal_path(self) -> Path:
+        """The write-ahead journal's directory."""
+        return self.state_path / "journal"
+
+    @property
+    def mqtt_spool_path(self) -> Path:
+        """Where MQTT messages wait while the broker is away."""
+        return Path(self.mqtt.spool) if self.mqtt.spool else self.state_path / "mqtt-outbox"
 
     @classmethod
     def settings_customise_sources(
@@ -84,6 +132,29 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Let the environment override the file (init values come from the file)."""
         return env_settings, init_settings
+
+
+def default_state_dir() -> Path:
+    """Return the state directory when none is configured."""
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return base / "pbxguard"
+
+
+def _anchored(value: str, base: Path) -> str:
+    return value if not value or Path(value).is_absolute() else str(base / value)
+
+
+def _anchored_url(url: str, base: Path) -> str:
+    for scheme in ("sqlite:///", "sqlite+aiosqlite:///"):
+        if url.startswith(scheme):
+            path = url[len(scheme) :]
+            if path and not path.startswith("/"):
+                return f"{scheme}{base / path}"
+    return url
 
 
 def load_settings(path: str | Path | None) -> Settings:
@@ -109,6 +180,18 @@ def load_settings(path: str | Path | None) -> Settings:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{path or 'settings'}: {where}: {first['msg']}") from exc
-    if base is not None and settings.policy and not Path(settings.policy).is_absolute():
-        settings = settings.model_copy(update={"policy": str(base / settings.policy)})
+    if base is not None:
+        # Relative paths in a settings file mean "next to this file", wherever pbxguard runs.
+        settings = settings.model_copy(
+            update={
+                "policy": _anchored(settings.policy or "", base) or None,
+                "state_dir": _anchored(settings.state_dir, base),
+                "ledger": settings.ledger.model_copy(
+                    update={"url": _anchored_url(settings.ledger.url, base)}
+                ),
+                "mqtt": settings.mqtt.model_copy(
+                    update={"spool": _anchored(settings.mqtt.spool, base)}
+                ),
+            }
+        )
     return settings

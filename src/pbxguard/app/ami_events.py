@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from pbxguard.domain.calls import (
+from pbxguard.domain.call_events import (
     ChannelCreated,
     ChannelEvent,
     ChannelHungUp,
     ChannelSeen,
+    ChannelStateChanged,
     DialBegan,
     DialEnded,
 )
@@ -68,7 +69,18 @@ def _created(m: AmiFields, at: datetime) -> ChannelEvent:
     )
 
 
+def _new_state(m: AmiFields, at: datetime) -> ChannelEvent:
+    return ChannelStateChanged(
+        at=at,
+        channel=_s(m, "Channel"),
+        uniqueid=_s(m, "Uniqueid"),
+        linkedid=_s(m, "Linkedid") or _s(m, "Uniqueid"),
+        state=_s(m, "ChannelStateDesc"),
+    )
+
+
 def _dial_begin(m: AmiFields, at: datetime) -> ChannelEvent:
+    # An AMI Originate dials with no calling channel: only the Dest* fields are present.
     return DialBegan(
         at=at,
         channel=_s(m, "Channel"),
@@ -80,6 +92,7 @@ def _dial_begin(m: AmiFields, at: datetime) -> ChannelEvent:
         dest_channel=_s(m, "DestChannel"),
         dest_uniqueid=_s(m, "DestUniqueid"),
         dial_string=_s(m, "DialString"),
+        dest_linkedid=_s(m, "DestLinkedid") or _s(m, "DestUniqueid"),
     )
 
 
@@ -105,6 +118,7 @@ def _hangup(m: AmiFields, at: datetime) -> ChannelEvent:
 
 _TRANSLATORS: dict[str, Callable[[AmiFields, datetime], ChannelEvent]] = {
     "Newchannel": _created,
+    "Newstate": _new_state,
     "DialBegin": _dial_begin,
     "DialEnd": _dial_end,
     "Hangup": _hangup,
@@ -151,7 +165,14 @@ def channel_seen(message: AmiFields, at: datetime) -> ChannelSeen | None:
         exten=_s(message, "Exten"),
         state=_s(message, "ChannelStateDesc"),
         duration=_duration(_s(message, "Duration")),
+        connected_num=_connected(message),
+        bridge_id=_s(message, "BridgeId"),
     )
+
+
+def _connected(message: AmiFields) -> str:
+    number = _s(message, "ConnectedLineNum")
+    return "" if number == "<unknown>" else number
 
 
 def endpoint_event(message: AmiFields, now: Callable[[], datetime]) -> EndpointEvent | None:

@@ -1,25 +1,32 @@
-"""The guard: AMI events in, the core's effects carried out.
+"""The guard: events in, the core's effects carried out, facts written ahead.
 
-The AMI client hands every event to `Guard.on_ami_message` synchronously, on the event loop.
-That path does only in-memory work: translate, fold into the call tracker, and start whatever
-the effects ask for. A hangup is sent at once (it races the far end answering); ledger writes go
-through an ordered queue drained by `Guard.run`, so a slow or absent database never delays
-enforcement, and the spooling ledger behind it never loses an entry.
+The AMI client hands every event to `Guard.on_ami_message` synchronously, on the event loop;
+the pre-dial gate hands over the verdicts it gives (`Guard.verdict_given`). Both paths do only
+in-memory work: translate, fold into the call tracker and the standby watch, and carry out what
+they return:
+
+1. every ledger fact of the effect list is appended to the write-ahead journal in one write
+   (no SQL, no fsync on this path; the ledger writer thread takes it from there);
+2. then hangups are sent (each as a task: the reply is awaited off the ingest path) and their
+   failures go back into the tracker as events, so a hangup that failed is sent again;
+3. alerts and decisions are published (in memory; the MQTT link sends them when it can).
+
+If the journal cannot be written (a full disk), enforcement goes on: the facts wait in memory
+and are appended again before the next ones, and the failure is logged as an error each time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
-from pbxguard.adapters.policy_file import LoadedPolicy
 from pbxguard.app.ami_events import (
     ENDPOINT_EVENTS,
     channel_seen,
@@ -27,26 +34,46 @@ from pbxguard.app.ami_events import (
     endpoint_snapshot,
     translate,
 )
-from pbxguard.app.notifier import Notifier
-from pbxguard.app.ports import Clock, LedgerWriter, PbxControl
+from pbxguard.app.checks import check_call
+from pbxguard.app.ports import Clock, FactSink, Notifier, PbxControl
 from pbxguard.domain.approvals import Approval
-from pbxguard.domain.calls import (
-    CallTracker,
-    Effect,
-    HangupChannel,
-    RecordCall,
-    RecordDecision,
-    RecordOffence,
+from pbxguard.domain.call_events import (
+    ApprovalsChanged,
+    ConnectionLost,
+    HangupAccepted,
+    HangupFailed,
+    IntentsRestored,
+    OpenCut,
+    PolicyChanged,
     ResyncDone,
     ResyncStarted,
+    Tick,
+    TrackerEvent,
+    VerdictGiven,
+)
+from pbxguard.domain.calls import CallTracker
+from pbxguard.domain.channels import ChannelPlan
+from pbxguard.domain.codes import CodeGuard
+from pbxguard.domain.effects import (
+    AlertKind,
+    ClearAlert,
+    CountApprovalUse,
+    Effect,
+    HangupChannel,
+    RaiseAlert,
+    RecordCall,
+    RecordCodeFailure,
+    RecordDecision,
+    RecordOffence,
+    RecordOffenceOutcome,
 )
 from pbxguard.domain.endpoints import EndpointBook
-from pbxguard.domain.evaluate import CallAttempt, Decision, evaluate
-from pbxguard.domain.policy import LineUse, Policy
-from pbxguard.domain.records import OffenceDraft, Outcome
+from pbxguard.domain.evaluate import CallAttempt, Decision
+from pbxguard.domain.policy import CodeLimits, LineUse, Policy
+from pbxguard.domain.records import CallRef, CodeFailure, LedgerFact, OffenceFact
 from pbxguard.domain.rota import Rota
-from pbxguard.domain.standby import ClearAlert, RaiseAlert, StandbyEffect, StandbyWatch, WatchedLine
-from pbxguard.errors import AmiActionError, PbxGuardError
+from pbxguard.domain.standby import StandbyWatch, WatchedLine
+from pbxguard.errors import AmiActionError, AmiConnectionError, JournalError, PbxGuardError
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +81,10 @@ ListAction = Callable[[str], Awaitable[list[Any]]]
 
 #: The longest the timer task sleeps without looking again (the PBX clock may drift).
 MAX_TIMER_SLEEP = 30.0
+#: Facts kept in memory while the journal cannot be written, before the oldest are dropped.
+BACKLOG_LIMIT = 100_000
+#: How soon a journal that failed is tried again (facts keep their order meanwhile).
+JOURNAL_RETRY = timedelta(seconds=1)
 
 
 def watched_lines(policy: Policy) -> list[WatchedLine]:
@@ -91,49 +122,55 @@ class GuardStats:
     events: int = 0
     decisions: int = 0
     hangups_sent: int = 0
+    hangups_accepted: int = 0
     hangups_failed: int = 0
     offences: int = 0
     calls: int = 0
     resyncs: int = 0
     alerts: int = 0
+    journal_failures: int = 0
 
 
 class Guard:
-    """Feed AMI events to the core and carry out its effects through the ports."""
+    """Feed events to the core and carry out its effects through the ports."""
 
     def __init__(
         self,
-        loaded: LoadedPolicy,
+        policy: Policy,
+        channels: ChannelPlan,
         *,
         pbx: PbxControl,
-        ledger: LedgerWriter,
+        facts: FactSink,
         notifier: Notifier,
         clock: Clock,
-        prejudged_capacity: int = 10_000,
+        code_limits: CodeLimits | None = None,
+        code_failures: Iterable[CodeFailure] = (),
+        open_cuts: Iterable[OpenCut] = (),
+        approvals: Iterable[Approval] = (),
     ) -> None:
-        self.loaded = loaded
+        self.policy = policy
         self._pbx = pbx
-        self._ledger = ledger
+        self._facts = facts
         self._notifier = notifier
         self._clock = clock
-        self._approvals: tuple[Approval, ...] = ()
-        self._prejudged: OrderedDict[str, Decision] = OrderedDict()
-        self._prejudged_capacity = prejudged_capacity
-        self.tracker = CallTracker(
-            loaded.policy, loaded.channels, self._judge, on_duty=self._on_duty
+        self.tracker = CallTracker(policy, channels, approvals=approvals)
+        cuts = tuple(open_cuts)
+        if cuts:
+            self.tracker.handle(IntentsRestored(clock.now(), cuts))
+        self.codes = CodeGuard(
+            code_limits or CodeLimits(), site=policy.site, failures=code_failures
         )
         self.endpoints = EndpointBook()
-        self.watch = standby_watch(loaded.policy)
+        self.watch = standby_watch(policy)
         self._skew = timedelta(0)
         self._timer_wake = asyncio.Event()
         self._last_due: datetime | None = None
-        self._writes: asyncio.Queue[Effect] = asyncio.Queue()
+        self._backlog: deque[LedgerFact] = deque()
+        self._backlog_retry: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self.stats = GuardStats()
 
-    # -- inputs ---------------------------------------------------------------------------
+    # -- inputs -------------------------------------------------------------------------------
 
     def on_ami_message(self, message: Any) -> None:
         """Handle one AMI event (the AMI client's sink)."""
@@ -146,14 +183,18 @@ class Guard:
         if event is None:
             return
         self._skew = event.at - self._clock.now()
-        self._apply(self.tracker.handle(event))
+        self.handle(event)
         due = self.tracker.next_due()
         if due is not None and due <= event.at:
-            self._apply(self.tracker.due(event.at))
+            self.handle(Tick(event.at))
             due = self.tracker.next_due()
         if due != self._last_due:
             self._last_due = due
             self._timer_wake.set()
+
+    def on_connection_lost(self) -> None:
+        """The AMI session ended: hangups in flight are lost; resend after the next resync."""
+        self.handle(ConnectionLost(self.pbx_now()))
 
     def _endpoint_message(self, message: Any) -> None:
         event = endpoint_event(message, self._clock.now)
@@ -162,28 +203,28 @@ class Guard:
         self._skew = event.at - self._clock.now()
         self.endpoints, changes = self.endpoints.apply(event)
         for change in changes:
-            self._apply(self.watch.on_change(change))
+            self.carry_out(self.watch.on_change(change))
         if changes:
             self._timer_wake.set()
+
+    def handle(self, event: TrackerEvent) -> None:
+        """Give the tracker one event and carry out its effects."""
+        self.carry_out(self.tracker.handle(event))
 
     def pbx_now(self) -> datetime:
         """Return the PBX's time: the clock, corrected by the last event's Timestamp."""
         return self._clock.now() + self._skew
 
-    def _on_duty(self, line: str, at: datetime) -> str | None:
-        rota = self.loaded.policy.rota
-        return rota.on_duty(line, at) if rota is not None else None
-
     async def resync(self, list_action: ListAction) -> None:
-        """Catch up with the PBX after a (re)login: judge live calls not seen yet."""
-        self._apply(self.tracker.handle(ResyncStarted(self._clock.now())))
+        """Catch up with the PBX after a (re)login: every live call, every phone's state."""
+        self.handle(ResyncStarted(self._clock.now()))
         items = await list_action("CoreShowChannels")
         now = self._clock.now()
         for item in items:
             seen = channel_seen(item, now)
             if seen is not None:
-                self._apply(self.tracker.handle(seen))
-        self._apply(self.tracker.handle(ResyncDone(now)))
+                self.handle(seen)
+        self.handle(ResyncDone(now))
         devices = await list_action("DeviceStateList")
         try:
             contacts: list[Any] | None = await list_action("PJSIPShowContacts")
@@ -191,38 +232,72 @@ class Guard:
             contacts = []  # Asterisk answers an empty contact list with an error
         self.endpoints, changes = self.endpoints.resync(endpoint_snapshot(devices, contacts, now))
         for change in changes:
-            self._apply(self.watch.on_change(change))
-        self._apply(self.watch.on_resync(now))
+            self.carry_out(self.watch.on_change(change))
+        self.carry_out(self.watch.on_resync(now))
         self._timer_wake.set()
         self.stats.resyncs += 1
-        log.info("resync done", live_channels=len(items), live_calls=self.tracker.live_calls)
+        log.info(
+            "resync done",
+            live_channels=len(items),
+            live_calls=self.tracker.live_calls,
+            open_cuts=len(self.tracker.open_cuts),
+        )
 
-    def remember_verdict(self, uniqueid: str, decision: Decision) -> None:
-        """Remember a FastAGI verdict so the AMI layer does not judge the call again."""
-        self._prejudged[uniqueid] = decision
-        self._prejudged.move_to_end(uniqueid)
-        while len(self._prejudged) > self._prejudged_capacity:
-            self._prejudged.popitem(last=False)
+    # -- the pre-dial layer ---------------------------------------------------------------------
+
+    def decide(self, attempt: CallAttempt, *, now: datetime) -> Decision:
+        """Decide an attempt before it rings, with the approvals (and their uses) held here."""
+        return check_call(attempt, policy=self.policy, approvals=self.tracker.approvals, now=now)
+
+    def verdict_given(self, call: CallRef, decision: Decision, *, at: datetime) -> None:
+        """Record a pre-dial verdict (written ahead) so the AMI layer does not judge it again."""
+        self.handle(VerdictGiven(at, call, decision))
+
+    def code_failed(self, failure: CodeFailure) -> None:
+        """Count a wrong authorization code (and lock the PIN route when there are too many)."""
+        self.carry_out(self.codes.failed(failure))
+
+    def ledger_trouble(self, what: str, message: str) -> None:
+        """Raise an alert about the ledger (a broken hash chain, a fact set aside)."""
+        now = self._clock.now()
+        self.carry_out(
+            [
+                RaiseAlert(
+                    key=f"{self.policy.site}:ledger:{what}:{now.isoformat()}",
+                    kind=AlertKind.LEDGER,
+                    rule_id="",
+                    extension="",
+                    duty_line="",
+                    name="ledger",
+                    since=now,
+                    at=now,
+                    repeat=0,
+                    person_id="",
+                    person_name="",
+                    message_zh=f"罚款台账异常：{message}",
+                    message_en=f"fine ledger problem: {message}",
+                )
+            ]
+        )
 
     def set_approvals(self, approvals: Iterable[Approval]) -> None:
-        """Replace the approvals the guard consults."""
-        self._approvals = tuple(approvals)
+        """Replace the approvals on record (uses counted here and not yet stored are kept)."""
+        self.handle(ApprovalsChanged(self._clock.now(), tuple(approvals)))
 
-    def update_approval(self, approval: Approval) -> None:
-        """Replace one approval (after a use was counted) so it is not over-used."""
-        others = tuple(a for a in self._approvals if a.id != approval.id)
-        self._approvals = (*others, approval)
+    def set_policy(self, policy: Policy, channels: ChannelPlan) -> None:
+        """Switch to a newly loaded policy; calls in progress keep their decisions."""
+        self.policy = policy
+        self.handle(PolicyChanged(self._clock.now(), policy, channels))
+        self.watch.set_rota(policy.rota or Rota(policy.timezone))
 
-    def submit(self, effects: Sequence[Effect]) -> None:
-        """Carry out effects produced outside the tracker (the pre-dial gate's records)."""
-        self._apply(effects)
+    # -- timers -------------------------------------------------------------------------------
 
     async def run_timers(self) -> None:
-        """Tick the standby watch and the tracker's timers when they are due, for ever."""
+        """Tick the tracker and the standby watch when they are due, for ever."""
         while True:
             now = self.pbx_now()
-            self._apply(self.watch.tick(now))
-            self._apply(self.tracker.due(now))
+            self.carry_out(self.watch.tick(now))
+            self.handle(Tick(now))
             deadlines = [
                 d for d in (self.watch.next_wakeup(now), self.tracker.next_due()) if d is not None
             ]
@@ -237,53 +312,19 @@ class Guard:
 
     def flush(self) -> None:
         """Record the outages still under way (before shutting down)."""
-        self._apply(self.watch.flush(self.pbx_now()))
+        self.carry_out(self.watch.flush(self.pbx_now()))
 
-    def set_policy(self, loaded: LoadedPolicy) -> None:
-        """Switch to a newly loaded policy; calls in progress keep their decisions."""
-        self.loaded = loaded
-        self.tracker.policy = loaded.policy
-        self.tracker.channels = loaded.channels
-        self.watch.set_rota(loaded.policy.rota or Rota(loaded.policy.timezone))
+    # -- effects ------------------------------------------------------------------------------
 
-    def judge(self, attempt: CallAttempt, *, now: datetime, allow_pin: bool = False) -> Decision:
-        """Decide an attempt under the current policy and approvals."""
-        return evaluate(
-            attempt, self.loaded.policy, now=now, approvals=self._approvals, allow_pin=allow_pin
-        )
-
-    def _judge(self, attempt: CallAttempt, uniqueid: str, at: datetime) -> Decision:
-        prior = self._prejudged.get(uniqueid)
-        if prior is not None:
-            return prior
-        return self.judge(attempt, now=at)
-
-    # -- effects --------------------------------------------------------------------------
-
-    def _apply(self, effects: Sequence[Effect | StandbyEffect]) -> None:
-        # An offence whose outcome is "hung up" is written once the hangup has been answered,
-        # so that a hangup the PBX refused is recorded as not stopped.
-        cut = {e.linkedid for e in effects if isinstance(e, HangupChannel)}
+    def carry_out(self, effects: Sequence[Effect]) -> None:
+        """Write the facts ahead, then act: hangups, alerts, publications."""
+        facts = [f for f in (self._fact(e) for e in effects) if f is not None]
+        if facts or self._backlog:
+            self._write_ahead(facts)
         for effect in effects:
             if isinstance(effect, HangupChannel):
-                held = [
-                    e.draft
-                    for e in effects
-                    if isinstance(e, RecordOffence)
-                    and e.draft.outcome is Outcome.HUNG_UP
-                    and e.draft.call is not None
-                    and e.draft.call.linkedid == effect.linkedid
-                ]
-                self._start(self._hangup(effect, held))
-                continue
-            if (
-                isinstance(effect, RecordOffence)
-                and effect.draft.outcome is Outcome.HUNG_UP
-                and effect.draft.call is not None
-                and effect.draft.call.linkedid in cut
-            ):
-                continue
-            if isinstance(effect, RaiseAlert):
+                self._start(self._hangup(effect))
+            elif isinstance(effect, RaiseAlert):
                 self.stats.alerts += 1
                 log.warning(
                     "alert",
@@ -294,72 +335,102 @@ class Guard:
                     message=effect.message_en,
                 )
                 self._notifier.alert_raised(effect)
-                continue
-            if isinstance(effect, ClearAlert):
+            elif isinstance(effect, ClearAlert):
                 log.info("alert cleared", line=effect.extension or effect.duty_line)
                 self._notifier.alert_cleared(effect)
-                continue
-            if isinstance(effect, RecordDecision):
+            elif isinstance(effect, RecordDecision):
                 self.stats.decisions += 1
                 self._notifier.decision_made(effect.record)
             elif isinstance(effect, RecordOffence):
                 self.stats.offences += 1
             elif isinstance(effect, RecordCall):
                 self.stats.calls += 1
-            self._idle.clear()
-            self._writes.put_nowait(effect)
+
+    def _fact(self, effect: Effect) -> LedgerFact | None:
+        match effect:
+            case RecordDecision():
+                return effect.record
+            case RecordOffence():
+                rule = self.policy.rules.get(effect.draft.rule_id)
+                if rule is None:
+                    log.error("offence for a rule the policy lacks", rule=effect.draft.rule_id)
+                    return None
+                return OffenceFact(effect.draft, rule, self.policy.timezone)
+            case RecordOffenceOutcome():
+                return effect.outcome
+            case RecordCall():
+                return effect.summary
+            case CountApprovalUse():
+                return effect.use
+            case RecordCodeFailure():
+                return effect.failure
+        return None
+
+    def _write_ahead(self, facts: Sequence[LedgerFact]) -> None:
+        self._backlog.extend(facts)
+        now = self._clock.now()
+        if self._backlog_retry is not None and now < self._backlog_retry:
+            return  # the journal failed a moment ago: keep order, try again shortly
+        pending = list(self._backlog)
+        try:
+            self._facts.append(pending)
+        except JournalError as error:
+            self.stats.journal_failures += 1
+            self._backlog_retry = now + JOURNAL_RETRY
+            while len(self._backlog) > BACKLOG_LIMIT:
+                dropped = self._backlog.popleft()
+                log.critical("journal full: a ledger fact was dropped", fact=type(dropped).__name__)
+            log.error(
+                "journal write failed; facts kept in memory",
+                error=str(error),
+                waiting=len(self._backlog),
+            )
+            return
+        self._backlog.clear()
+        self._backlog_retry = None
 
     def _start(self, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _hangup(self, effect: HangupChannel, held: Sequence[OffenceDraft] = ()) -> None:
+    async def _hangup(self, effect: HangupChannel) -> None:
+        self.stats.hangups_sent += 1
         try:
             await self._pbx.hangup(effect.channel, effect.cause)
-        except PbxGuardError as exc:
-            self.stats.hangups_failed += 1
-            log.warning(
-                "hangup failed", channel=effect.channel, rule=effect.rule_id, error=str(exc)
-            )
-            self._apply([RecordOffence(replace(d, outcome=Outcome.NOT_STOPPED)) for d in held])
+        except AmiConnectionError as exc:
+            self._hangup_failed(effect, str(exc), connection_lost=True)
             return
-        self.stats.hangups_sent += 1
+        except PbxGuardError as exc:
+            self._hangup_failed(effect, str(exc), connection_lost=False)
+            return
+        self.stats.hangups_accepted += 1
         log.info(
-            "call hung up", channel=effect.channel, rule=effect.rule_id, linkedid=effect.linkedid
+            "hangup accepted",
+            channel=effect.channel,
+            rule=effect.rule_id,
+            linkedid=effect.linkedid,
+            attempt=effect.attempt,
         )
         self._notifier.call_hung_up(effect.channel, effect.linkedid, effect.rule_id)
-        self._apply([RecordOffence(d) for d in held])
+        self.handle(HangupAccepted(self.pbx_now(), effect.channel))
 
-    async def run(self) -> None:
-        """Drain ledger writes in order, for ever (a task of the supervisor)."""
-        while True:
-            effect = await self._writes.get()
-            try:
-                await self._write(effect)
-            except PbxGuardError as exc:
-                log.exception("ledger write failed", effect=type(effect).__name__, error=str(exc))
-            finally:
-                self._writes.task_done()
-                if self._writes.empty():
-                    self._idle.set()
+    def _hangup_failed(self, effect: HangupChannel, error: str, *, connection_lost: bool) -> None:
+        self.stats.hangups_failed += 1
+        log.warning(
+            "hangup failed; will send it again",
+            channel=effect.channel,
+            rule=effect.rule_id,
+            attempt=effect.attempt,
+            error=error,
+            connection_lost=connection_lost,
+        )
+        self.handle(
+            HangupFailed(self.pbx_now(), effect.channel, error, connection_lost=connection_lost)
+        )
+        self._timer_wake.set()
 
-    async def _write(self, effect: Effect) -> None:
-        policy = self.loaded.policy
-        if isinstance(effect, RecordDecision):
-            await self._ledger.record_decision(effect.record)
-        elif isinstance(effect, RecordOffence):
-            rule = policy.rules.get(effect.draft.rule_id)
-            if rule is None:
-                log.error("offence for unknown rule", rule=effect.draft.rule_id)
-                return
-            entry = await self._ledger.record_offence(effect.draft, rule, timezone=policy.timezone)
-            self._notifier.offence_recorded(effect.draft, rule, entry)
-        elif isinstance(effect, RecordCall):
-            await self._ledger.record_call(effect.summary)
-
-    async def drained(self) -> None:
-        """Wait until every queued ledger write and hangup has been carried out."""
+    async def settled(self) -> None:
+        """Wait until every hangup under way has had its reply."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        await self._idle.wait()

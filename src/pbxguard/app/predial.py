@@ -1,15 +1,23 @@
 """The pre-dial gate: FastAGI routes that answer the dialplan before ``Dial()``.
 
-``authorize`` judges the call with the same `evaluate()` as the AMI safety net and sets
-``PBXGUARD_VERDICT`` (allow | deny | pin), ``PBXGUARD_REASON``, ``PBXGUARD_REASON_ZH`` and
-``PBXGUARD_RULE``. ``pin`` checks an authorization code read by the dialplan: its owner becomes
-the person who answers for the call; three wrong codes refuse the call. Every verdict is
-remembered by Uniqueid so the AMI layer does not judge the call again, and recorded in the
-ledger after the answer is sent (the dialplan is waiting; the ledger is not).
+``authorize`` judges the call with the same check as ``pbxguard check`` (`check_call`, through
+the guard, which holds the approvals and their uses) and sets ``PBXGUARD_VERDICT`` (allow | deny
+| pin), ``PBXGUARD_REASON``, ``PBXGUARD_REASON_ZH`` and ``PBXGUARD_RULE``. ``pin`` checks an
+authorization code read by the dialplan: its owner becomes the person who answers for the call.
+A few wrong codes refuse the call; too many across calls lock the phone's PIN route for a while
+(`pbxguard.domain.codes`).
+
+The verdict's facts (decision, offence, approval use) are written ahead through the guard before
+the dialplan hears the verdict: a ``write(2)`` to the journal, never SQL.
+
+Arguments, in the order the shipped dialplan passes them: ``authorize`` gets caller, number and
+the call's Linkedid; ``pin`` caller, number, code and Linkedid. Without a Linkedid (an older
+dialplan) the channel's Uniqueid stands in for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
@@ -18,56 +26,65 @@ from typing import Protocol
 
 import structlog
 
-from pbxguard.adapters.fastagi import AgiChannel, AgiHandler
 from pbxguard.app.guard import Guard
-from pbxguard.app.ports import Clock
-from pbxguard.domain.approvals import Approval
-from pbxguard.domain.calls import RecordDecision, RecordOffence, decision_record, offence_of
+from pbxguard.app.ports import Clock, CodeChecker
+from pbxguard.domain.enforcement import enforcement
 from pbxguard.domain.evaluate import CallAttempt, Decision, Verdict
-from pbxguard.domain.policy import Mode
-from pbxguard.domain.records import CallRef, Layer, Outcome
+from pbxguard.domain.records import CallRef, CodeFailure, Layer
 from pbxguard.errors import PbxGuardError
-from pbxguard.protocol.agi import AgiEnvironment
 
 log = structlog.get_logger(__name__)
 
+#: Wrong codes one call may type before it is refused (the dialplan's loop).
 MAX_CODE_ATTEMPTS = 3
 
 
-class CodeBook(Protocol):
-    """Checks authorization codes and records failures and approval uses."""
+class AgiRequest(Protocol):
+    """The part of a FastAGI request's environment the gate reads."""
 
-    async def check_code(
-        self,
-        code: str,
-        now: datetime,
-        *,
-        person_id: str | None = None,
-        extension: str = "",
-        call: CallRef | None = None,
-    ) -> str | None:
-        """Return the owner of a valid code, or None."""
+    @property
+    def args(self) -> tuple[str, ...]:
+        """The AGI arguments (``agi_arg_1`` …)."""
 
-    async def record_code_failure(
-        self,
-        *,
-        at: datetime,
-        extension: str = "",
-        person_id: str = "",
-        call: CallRef | None = None,
-        reason: str = "",
-    ) -> object:
-        """Record a wrong code."""
+    @property
+    def callerid(self) -> str | None:
+        """``agi_callerid``."""
 
-    async def use_approval(self, approval_id: str, call: CallRef, at: datetime) -> object:
-        """Count one call against an approval."""
+    @property
+    def extension(self) -> str:
+        """``agi_extension``."""
+
+    @property
+    def uniqueid(self) -> str:
+        """``agi_uniqueid``."""
+
+    @property
+    def channel(self) -> str:
+        """``agi_channel``."""
 
 
-def caller_and_number(env: AgiEnvironment) -> tuple[str, str]:
+class AgiAnswer(Protocol):
+    """Sets channel variables on the Asterisk channel of a FastAGI request."""
+
+    async def set_variable(self, name: str, value: str) -> None:
+        """Set one variable."""
+
+
+class AgiRoute(Protocol):
+    """A FastAGI route handler."""
+
+    async def __call__(self, env: AgiRequest, channel: AgiAnswer) -> None:
+        """Answer one request."""
+
+
+def _arg(env: AgiRequest, index: int) -> str:
+    return env.args[index] if len(env.args) > index else ""
+
+
+def caller_and_number(env: AgiRequest) -> tuple[str, str]:
     """Read the caller and the dialled number: AGI arguments first, then the environment."""
-    args = env.args
-    caller = args[0] if len(args) >= 1 and args[0] else (env.callerid or "")
-    number = args[1] if len(args) >= 2 and args[1] else env.extension
+    caller = _arg(env, 0) or (env.callerid or "")
+    number = _arg(env, 1) or env.extension
     return caller, number
 
 
@@ -77,7 +94,7 @@ class PreDialGate:
     def __init__(
         self,
         guard: Guard,
-        codes: CodeBook,
+        codes: CodeChecker,
         clock: Clock,
         *,
         attempts_capacity: int = 10_000,
@@ -89,61 +106,68 @@ class PreDialGate:
         self._capacity = attempts_capacity
 
     @property
-    def routes(self) -> Mapping[str, AgiHandler]:
+    def routes(self) -> Mapping[str, AgiRoute]:
         """The routes to serve: ``authorize`` and ``pin``."""
         return {"authorize": self.authorize, "pin": self.pin}
 
-    def _on_duty(self, extension: str, now: datetime) -> str | None:
-        policy = self._guard.loaded.policy
-        line = policy.line(extension)
-        if line is None or not line.duty_line or policy.rota is None:
-            return None
-        return policy.rota.on_duty(line.duty_line, now)
-
-    async def authorize(self, env: AgiEnvironment, channel: AgiChannel) -> None:
+    async def authorize(self, env: AgiRequest, channel: AgiAnswer) -> None:
         """Judge a call before it rings."""
         extension, number = caller_and_number(env)
         now = self._clock.now()
-        attempt = CallAttempt(extension, number, on_duty=self._on_duty(extension, now))
-        decision = self._guard.judge(attempt, now=now, allow_pin=True)
-        await self._answer(env, channel, decision, now)
+        ref = CallRef(_arg(env, 2) or env.uniqueid, env.uniqueid, env.channel)
+        decision = self._guard.decide(CallAttempt(extension, number), now=now)
+        if decision.verdict is Verdict.PIN:
+            decision = self._unless_locked(decision, extension, now)
+        await self._answer(ref, channel, decision, now)
 
-    async def pin(self, env: AgiEnvironment, channel: AgiChannel) -> None:
+    def _unless_locked(self, decision: Decision, extension: str, now: datetime) -> Decision:
+        until = self._guard.codes.locked_until(extension, now)
+        if until is None:
+            return decision
+        local = until.astimezone(self._guard.policy.timezone).strftime("%H:%M")
+        return replace(
+            decision,
+            verdict=Verdict.DENY,
+            reason_zh=f"授权码错误次数过多，授权码通道锁定至 {local}",
+            reason_en=f"too many wrong authorization codes: the code route is locked until {local}",
+            offence=False,
+        )
+
+    async def pin(self, env: AgiRequest, channel: AgiAnswer) -> None:
         """Check an authorization code and judge the call on its owner's permissions."""
         extension, number = caller_and_number(env)
-        code = env.args[2] if len(env.args) >= 3 else ""
+        code = _arg(env, 2)
         now = self._clock.now()
-        ref = CallRef(env.uniqueid, env.uniqueid, env.channel)
-        owner = None
-        if code:
-            # The phone's owner is the likeliest holder: check their codes alone first.
-            hint = self._guard.loaded.policy.person_at(extension)
-            try:
-                if hint is not None:
-                    owner = await self._codes.check_code(
-                        code, now, person_id=hint.id, extension=extension, call=ref
-                    )
-                if owner is None:
-                    owner = await self._codes.check_code(code, now, extension=extension, call=ref)
-            except PbxGuardError as exc:
-                log.warning("authorization code check failed", error=str(exc))
+        ref = CallRef(_arg(env, 3) or env.uniqueid, env.uniqueid, env.channel)
+        base = self._guard.decide(CallAttempt(extension, number), now=now)
+        locked = self._unless_locked(base, extension, now)
+        if locked is not base:
+            await self._answer(ref, channel, locked, now)
+            return
+        hint = self._guard.policy.person_at(extension)
+        owner = await self._check(
+            code, now, extension=extension, call=ref, hint=hint.id if hint else None
+        )
         if owner is not None:
             self._failures.pop(env.uniqueid, None)
-            attempt = CallAttempt(
-                extension,
-                number,
-                on_duty=self._on_duty(extension, now),
-                code_owner=owner,
-            )
-            decision = self._guard.judge(attempt, now=now)
-            await self._answer(env, channel, decision, now)
+            decision = self._guard.decide(CallAttempt(extension, number, code_owner=owner), now=now)
+            await self._answer(ref, channel, decision, now)
             return
         failures = self._failures.get(env.uniqueid, 0) + 1
         self._failures[env.uniqueid] = failures
         while len(self._failures) > self._capacity:
             self._failures.popitem(last=False)
-        base = self._guard.judge(CallAttempt(extension, number), now=now, allow_pin=True)
-        if failures >= MAX_CODE_ATTEMPTS:
+        self._guard.code_failed(
+            CodeFailure(
+                key=f"{self._guard.policy.site}:{env.uniqueid}:code:{failures}",
+                at=now,
+                extension=extension,
+                person_id=hint.id if hint else "",
+                call=ref,
+                reason=f"attempt {failures} of {MAX_CODE_ATTEMPTS}",
+            )
+        )
+        if failures >= MAX_CODE_ATTEMPTS or self._guard.codes.locked_until(extension, now):
             decision = replace(
                 base,
                 verdict=Verdict.DENY,
@@ -159,68 +183,44 @@ class PreDialGate:
                 reason_en="wrong authorization code, try again",
                 offence=False,
             )
-        await self._answer(env, channel, decision, now)
+        await self._answer(ref, channel, decision, now)
+
+    async def _check(
+        self, code: str, now: datetime, *, extension: str, call: CallRef, hint: str | None
+    ) -> str | None:
+        if not code:
+            return None
         try:
-            await self._codes.record_code_failure(
-                at=now,
-                extension=extension,
-                call=ref,
-                reason=f"attempt {failures} of {MAX_CODE_ATTEMPTS}",
+            # Argon2 and the ledger run in a worker thread: the event loop keeps answering.
+            if hint is not None:
+                owner = await asyncio.to_thread(
+                    self._codes.check, code, now, person_id=hint, extension=extension, call=call
+                )
+                if owner is not None:
+                    return owner
+            return await asyncio.to_thread(
+                self._codes.check, code, now, extension=extension, call=call
             )
         except PbxGuardError as exc:
-            log.warning("could not record a wrong code", error=str(exc))
+            log.warning("authorization code check failed", error=str(exc))
+            return None
 
     async def _answer(
-        self, env: AgiEnvironment, channel: AgiChannel, decision: Decision, now: datetime
+        self, ref: CallRef, channel: AgiAnswer, decision: Decision, now: datetime
     ) -> None:
-        verdict = decision.verdict
-        if verdict is Verdict.DENY and self._guard.loaded.policy.mode is Mode.MONITOR:
-            verdict = Verdict.ALLOW  # monitor mode records; it never stands in the way
-        await channel.set_variable("PBXGUARD_VERDICT", verdict.value)
+        # Written ahead: the decision and any offence reach the journal before the dialplan
+        # acts on the verdict.
+        self._guard.verdict_given(ref, decision, at=now)
+        meaning = enforcement(decision, self._guard.policy.mode, Layer.AGI)
+        await channel.set_variable("PBXGUARD_VERDICT", meaning.answer.value)
         await channel.set_variable("PBXGUARD_RULE", decision.rule_id)
         await channel.set_variable("PBXGUARD_REASON", decision.reason_en)
         await channel.set_variable("PBXGUARD_REASON_ZH", decision.reason_zh)
         log.info(
             "pre-dial verdict",
-            uniqueid=env.uniqueid,
+            uniqueid=ref.uniqueid,
             extension=decision.extension,
             number_class=decision.number_class.value,
             verdict=decision.verdict.value,
             rule=decision.rule_id,
         )
-        if decision.verdict is Verdict.PIN:
-            return
-        self._guard.remember_verdict(env.uniqueid, decision)
-        self._record(env, decision, now)
-        if decision.approval_id:
-            ref = CallRef(env.uniqueid, env.uniqueid, env.channel)
-            try:
-                used = await self._codes.use_approval(decision.approval_id, ref, now)
-            except PbxGuardError as exc:
-                log.warning("could not count an approval use", error=str(exc))
-                return
-            if isinstance(used, Approval):
-                self._guard.update_approval(used)
-
-    def _record(self, env: AgiEnvironment, decision: Decision, now: datetime) -> None:
-        policy = self._guard.loaded.policy
-        ref = CallRef(env.uniqueid, env.uniqueid, env.channel)
-        record = decision_record(
-            decision, key=f"{policy.site}:{env.uniqueid}:agi", at=now, call=ref, layer=Layer.AGI
-        )
-        effects: list[RecordDecision | RecordOffence] = [RecordDecision(record)]
-        rule = policy.rules.get(decision.rule_id)
-        priced_at_end = (
-            policy.mode is Mode.MONITOR
-            and rule is not None
-            and rule.penalty is not None
-            and rule.penalty.needs_charge
-        )
-        # A monitored call that goes ahead and whose fine depends on its charge is recorded
-        # by the AMI layer when it ends, priced from its talk time.
-        if decision.offence and not priced_at_end:
-            outcome = Outcome.MONITORED if policy.mode is Mode.MONITOR else Outcome.REFUSED
-            # The same key as the AMI layer's, so a call judged by both is one offence.
-            draft = offence_of(decision, site=policy.site, at=now, call=ref, outcome=outcome)
-            effects.append(RecordOffence(draft))
-        self._guard.submit(effects)

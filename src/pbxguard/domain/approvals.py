@@ -7,11 +7,13 @@ values: using one produces a new value with one more call counted; the ledger ke
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from pbxguard.domain.numbers import NumberClass
+from pbxguard.domain.numbers import LONG_DISTANCE_CLASSES, NumberClass
+from pbxguard.domain.policy import Person, Policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,7 @@ class Approval:
         used_calls: how many calls have used it.
         revoked: whether it was revoked.
         reason: why it was granted (联络事项).
+        site: the site (PBX) it is for; "" for every site of the company.
     """
 
     id: str
@@ -43,6 +46,7 @@ class Approval:
     used_calls: int = 0
     revoked: bool = False
     reason: str = ""
+    site: str = ""
 
     def is_active(self, now: datetime) -> bool:
         """Tell whether the grant may be used at ``now``."""
@@ -87,3 +91,63 @@ def find_covering_approval(
     if not candidates:
         return None
     return min(candidates, key=lambda a: (-len(a.prefix), a.valid_until, a.id))
+
+
+class ApprovalState(enum.StrEnum):
+    """Where an approval stands at a given time."""
+
+    SCHEDULED = "scheduled"
+    ACTIVE = "active"
+    USED_UP = "used up"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+def approval_state(approval: Approval, now: datetime) -> ApprovalState:
+    """Return where ``approval`` stands at ``now``."""
+    if approval.revoked:
+        return ApprovalState.REVOKED
+    if approval.max_calls is not None and approval.used_calls >= approval.max_calls:
+        return ApprovalState.USED_UP
+    if now >= approval.valid_until:
+        return ApprovalState.EXPIRED
+    if now < approval.valid_from:
+        return ApprovalState.SCHEDULED
+    return ApprovalState.ACTIVE
+
+
+#: Classes an approval may cover: those LD-1/LD-5 put behind prior consent.
+APPROVABLE_CLASSES = LONG_DISTANCE_CLASSES
+
+
+def approvers(policy: Policy) -> list[Person]:
+    """Return the people whose role may approve long-distance calls, by id."""
+    return sorted(
+        (p for p in policy.people.values() if policy.role_of(p).can_approve), key=lambda p: p.id
+    )
+
+
+def refusal_to_approve(policy: Policy, approver: Person, person: Person) -> tuple[str, str] | None:
+    """Say why ``approver`` may not approve ``person``'s calls (zh, en), or None if they may.
+
+    LD-1 (000 L15): the department head consents for their department; LD-5 (000 L713): a
+    station head or above for anyone. Nobody approves their own calls.
+    """
+    role = policy.role_of(approver)
+    if not role.can_approve:
+        return (
+            f"{approver.name}（{role.name_zh}）无权批准长途电话",
+            f"{approver.name} ({role.name_en}) may not approve long-distance calls (LD-1, LD-5)",
+        )
+    if approver.id == person.id:
+        return (
+            f"{approver.name}不能批准自己的电话",
+            f"{approver.name} cannot approve their own calls",
+        )
+    if not role.company_wide and approver.department != person.department:
+        return (
+            f"{approver.name}只能批准本部门（{approver.department}）人员的电话",
+            f"{approver.name} approves calls of their own department ({approver.department}) "
+            f"only; {person.name} is in {person.department}",
+        )
+    return None

@@ -1,238 +1,115 @@
-"""The call tracker: channel events in, effects out.
+"""The call tracker: a state machine with events in and effects out.
 
 Theory of operation
 -------------------
 Asterisk reports a call as several channels (the caller's phone, a Local pair, the trunk leg)
 sharing one ``Linkedid``; their events may interleave with other calls' and arrive out of order.
 `CallTracker` folds them into one `_Call` per Linkedid that knows who is calling, what was
-dialled, where the call is (dialling, ringing, answered, ended) and how long it talked.
+dialled, which trunk legs (*attempts*) it opened, and how each of them stands (ringing,
+answered, ended).
 
-When a phone's call reaches an outbound trunk leg (``DialBegin`` to a channel the site's
-`ChannelPlan` calls a trunk) the tracker asks the injected ``judge`` for a `Decision`, and emits
-effects: record the decision, hang up the trunk leg (enforce mode, cause 21) and record the
-offence. Offences whose fine depends on the call's charge (PR-1) are recorded when the call ends,
-priced from the talk time and the policy's tariff. Calls to hotline and duty lines are timed from
-``DialBegin`` to ``DialEnd``: one not answered within the line's limit is an AN-1 offence.
+Like h11's connection object, the tracker owns state, does no I/O, reads no clock and never
+calls out: everything comes in as an event (AMI events translated by the shell, verdicts given
+over FastAGI, approvals and policy changes, hangups that failed, the resync snapshot, the
+passing of time) and everything goes out as effects (`pbxguard.domain.effects`). The same
+events always give the same effects.
 
-Like h11's connection object, the tracker owns mutable state but does no I/O and reads no clock:
-the same events always give the same effects. After every AMI login the shell feeds it a
-snapshot of the live channels (`ChannelSeen` ... `ResyncDone`) so calls that started or ended
-while the connection was down are caught up without judging anything twice.
+The three promises, and how they are kept:
+
+* **Every offence is recorded, exactly once, with the right person.** When a trunk leg opens
+  (``DialBegin`` to a channel the site's `ChannelPlan` calls a trunk, or a trunk leg first seen
+  in a resync) the call is judged with `evaluate` (or the verdict FastAGI gave the dialling
+  channel) and its offence is emitted *before* the hangup in the same effect list, so the shell
+  writes it ahead. Its key is ``site:Linkedid:rule:number``, the same for both layers and after
+  a restart, and the caller is the call's originating channel (the one whose Uniqueid is the
+  Linkedid), never a Local half.
+* **A forbidden call that was seen is stopped.** An ordered hangup stays open until Asterisk
+  reports the trunk leg gone. It is sent again after a failure (with backoff), after every
+  resync (the old connection's actions are lost with it), and every few seconds while the leg
+  lives on. A restart hands the open hangups of the previous run back (`IntentsRestored`).
+* **The ledger never says a call was stopped when it was not.** How the call ended is a
+  separate fact (`RecordOffenceOutcome`) taken from Asterisk's own reports: the trunk leg's
+  ``Hangup`` before any answer, or its answer (``DialEnd ANSWER``, ``Newstate Up``) and talk
+  time; a call that ended while the guard could not see it is ``unobserved``. A resync
+  re-learns every live call, known or not, so an answer missed during an outage is learnt from
+  the snapshot.
+
+Calls to hotline and duty lines are timed from ``DialBegin`` to ``DialEnd`` (AN-1, DT-2); an
+answered inbound call occupying the alarm phone past its grace is EM-1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from pbxguard.domain.approvals import Approval
+from pbxguard.domain.call_events import (
+    ApprovalsChanged,
+    ChannelCreated,
+    ChannelHungUp,
+    ChannelSeen,
+    ChannelStateChanged,
+    ConnectionLost,
+    DialBegan,
+    DialEnded,
+    HangupAccepted,
+    HangupFailed,
+    IntentsRestored,
+    OpenCut,
+    PolicyChanged,
+    ResyncDone,
+    ResyncStarted,
+    Tick,
+    TrackerEvent,
+    VerdictGiven,
+)
 from pbxguard.domain.channels import ChannelPlan
-from pbxguard.domain.evaluate import CallAttempt, Decision
-from pbxguard.domain.numbers import NumberClass
-from pbxguard.domain.policy import Line, Mode, Person, Policy
+from pbxguard.domain.duty_calls import (
+    Occupation,
+    RingEnd,
+    dispatch_use_offence,
+    late_answer_offence,
+    occupancy_offence,
+    rejection_offence,
+)
+from pbxguard.domain.effects import (
+    HANGUP_CAUSE_CALL_REJECTED,
+    CountApprovalUse,
+    Effect,
+    HangupChannel,
+    RecordCall,
+    RecordDecision,
+    RecordOffence,
+    RecordOffenceOutcome,
+)
+from pbxguard.domain.enforcement import (
+    approval_use_ref,
+    decision_record,
+    enforcement,
+    offence_of,
+)
+from pbxguard.domain.evaluate import CallAttempt, Decision, Verdict
+from pbxguard.domain.judging import judge
+from pbxguard.domain.policy import Line, Mode, Policy
 from pbxguard.domain.records import (
+    ApprovalUse,
     CallRef,
     CallSummary,
-    DecisionRecord,
+    Ending,
     Layer,
-    OffenceDraft,
+    OffenceOutcome,
     Outcome,
 )
 
-HANGUP_CAUSE_CALL_REJECTED = 21
+#: Seconds between hangups of a leg that lives on: the first retry comes quickly, later ones
+#: back off so that a PBX refusing the action is not flooded.
+_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
+_UP = "Up"
 
-#: Destinations that are always business for a dispatch phone (DT-3).
-_ALWAYS_BUSINESS = frozenset({NumberClass.EMERGENCY, NumberClass.INTERNAL})
-
-# --- events ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelCreated:
-    """A channel appeared (AMI ``Newchannel``)."""
-
-    at: datetime
-    channel: str
-    uniqueid: str
-    linkedid: str
-    caller_num: str
-    caller_name: str
-    exten: str
-
-
-@dataclass(frozen=True, slots=True)
-class DialBegan:
-    """A channel started dialling another (AMI ``DialBegin``)."""
-
-    at: datetime
-    channel: str
-    uniqueid: str
-    linkedid: str
-    caller_num: str
-    caller_name: str
-    exten: str
-    dest_channel: str
-    dest_uniqueid: str
-    dial_string: str
-
-
-@dataclass(frozen=True, slots=True)
-class DialEnded:
-    """A dial attempt finished (AMI ``DialEnd``) with ANSWER, NOANSWER, BUSY, CANCEL ..."""
-
-    at: datetime
-    channel: str
-    linkedid: str
-    dest_channel: str
-    status: str
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelHungUp:
-    """A channel is gone (AMI ``Hangup``)."""
-
-    at: datetime
-    channel: str
-    uniqueid: str
-    linkedid: str
-    cause: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelSeen:
-    """A live channel reported by a resync (AMI ``CoreShowChannel``)."""
-
-    at: datetime
-    channel: str
-    uniqueid: str
-    linkedid: str
-    caller_num: str
-    caller_name: str
-    exten: str
-    state: str
-    duration: timedelta
-
-
-@dataclass(frozen=True, slots=True)
-class ResyncStarted:
-    """The shell is about to ask for the live channels (sent before ``CoreShowChannels``).
-
-    Events keep arriving while the snapshot is taken; a call with events after this point is
-    alive whatever the snapshot says, so only calls silent since then can end at `ResyncDone`.
-    """
-
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ResyncDone:
-    """The resync snapshot is complete: every live channel has been seen."""
-
-    at: datetime
-
-
-ChannelEvent = (
-    ChannelCreated
-    | DialBegan
-    | DialEnded
-    | ChannelHungUp
-    | ChannelSeen
-    | ResyncStarted
-    | ResyncDone
-)
-
-# --- effects --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HangupChannel:
-    """Hang up exactly this channel with this cause."""
-
-    channel: str
-    cause: int
-    linkedid: str
-    rule_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class RecordDecision:
-    """Store a decision in the ledger."""
-
-    record: DecisionRecord
-
-
-@dataclass(frozen=True, slots=True)
-class RecordOffence:
-    """Price and store an offence in the ledger."""
-
-    draft: OffenceDraft
-
-
-@dataclass(frozen=True, slots=True)
-class RecordCall:
-    """Store a finished call (and its register entry, for long distance)."""
-
-    summary: CallSummary
-
-
-Effect = HangupChannel | RecordDecision | RecordOffence | RecordCall
-
-
-def decision_record(
-    decision: Decision, *, key: str, at: datetime, call: CallRef, layer: Layer
-) -> DecisionRecord:
-    """Return the ledger record of a decision given for a call by either layer."""
-    return DecisionRecord(
-        key=key,
-        at=at,
-        call=call,
-        layer=layer,
-        extension=decision.extension,
-        person_id=decision.person_id,
-        dialled=decision.classification.dialled,
-        number=decision.classification.number,
-        number_class=decision.number_class.value,
-        verdict=decision.verdict.value,
-        rule_id=decision.rule_id,
-        reason_zh=decision.reason_zh,
-        reason_en=decision.reason_en,
-        approval_id=decision.approval_id,
-        policy_version=decision.policy_version,
-    )
-
-
-def offence_of(
-    decision: Decision, *, site: str, at: datetime, call: CallRef, outcome: Outcome
-) -> OffenceDraft:
-    """Return the offence a denied call is, keyed so both layers record it once."""
-    dialled = decision.classification.dialled
-    return OffenceDraft(
-        key=f"{site}:{call.uniqueid}:{decision.rule_id}",
-        rule_id=decision.rule_id,
-        at=at,
-        call=call,
-        extension=decision.extension,
-        person_id=decision.person_id,
-        person_name=decision.person_name,
-        department=decision.department,
-        number=decision.classification.number,
-        number_class=decision.number_class.value,
-        outcome=outcome,
-        detail_zh=f"{decision.extension} 拨打 {dialled}：{decision.reason_zh}",
-        detail_en=f"{decision.extension} dialled {dialled}: {decision.reason_en}",
-        policy_version=decision.policy_version,
-    )
-
-
-Judge = Callable[[CallAttempt, str, datetime], Decision]
-"""Decide a call attempt: (attempt, caller's Uniqueid, time) -> Decision."""
-
-OnDuty = Callable[[str, datetime], str | None]
-"""Who the rota has on duty on a shared line at a time (person id), if anyone."""
-
-
-def _nobody_on_duty(_line: str, _at: datetime) -> str | None:
-    return None
+# --- state ----------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -260,6 +137,31 @@ class _Occupancy:
 
 
 @dataclass(slots=True)
+class _Attempt:
+    """One trunk leg of a call: what it dials, the decision, and how it stands."""
+
+    trunk: str
+    number: str
+    decision: Decision
+    began: datetime
+    answered_at: datetime | None = None
+    answer_estimated: bool = False
+    offences: list[str] = field(default_factory=list)
+    ended: bool = False
+
+
+@dataclass(slots=True)
+class _Cut:
+    """A hangup ordered and not yet confirmed by the channel's own ``Hangup``."""
+
+    linkedid: str
+    rule_id: str
+    sent: int = 0
+    sent_event: int = 0
+    retry_at: datetime | None = None
+
+
+@dataclass(slots=True)
 class _Call:
     linkedid: str
     uniqueid: str
@@ -268,38 +170,47 @@ class _Call:
     caller_name: str
     started_at: datetime
     dialled: str = ""
-    outbound_channel: str = ""
-    decision: Decision | None = None
-    answered_at: datetime | None = None
     outcome: str = ""
     direction: str = "internal"
-    deferred: list[OffenceDraft] = field(default_factory=list)
     channels: set[str] = field(default_factory=set)
-    last_event: int = 0
+    attempts: dict[str, _Attempt] = field(default_factory=dict)
     rings: dict[str, _Ring] = field(default_factory=dict)
+    dialling: set[str] = field(default_factory=set)
+    last_event: int = 0
+    last_seen: datetime | None = None
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    """Channels listed by the resync under way, by Linkedid."""
+
+    mark: int
+    seen: dict[str, list[ChannelSeen]] = field(default_factory=dict)
 
 
 class CallTracker:
-    """Fold channel events into calls and emit the effects the regulations require."""
+    """Fold events into calls and emit the effects the regulations require."""
 
     def __init__(
         self,
         policy: Policy,
         channels: ChannelPlan,
-        judge: Judge,
         *,
-        on_duty: OnDuty = _nobody_on_duty,
+        approvals: Iterable[Approval] = (),
+        prejudged_capacity: int = 10_000,
     ) -> None:
         self.policy = policy
         self.channels = channels
-        self._judge = judge
-        self._on_duty = on_duty
+        self._approvals: dict[str, Approval] = {a.id: a for a in approvals}
+        self._prejudged: OrderedDict[str, Decision] = OrderedDict()
+        self._prejudged_capacity = prejudged_capacity
         self._calls: dict[str, _Call] = {}
         self._channel_call: dict[str, str] = {}
-        self._resync_seen: set[str] = set()
+        self._cuts: dict[str, _Cut] = {}
+        self._restored: dict[str, OpenCut] = {}
+        self._uses: OrderedDict[str, set[str]] = OrderedDict()
         self._events = 0
-        self._resync_mark: int | None = None
-        self._resync_trunks: list[tuple[str, str]] = []
+        self._snapshot: _Snapshot | None = None
         self._occupancies: dict[str, _Occupancy] = {}
 
     # -- queries ------------------------------------------------------------------------------
@@ -309,37 +220,85 @@ class CallTracker:
         """How many calls are in progress."""
         return len(self._calls)
 
+    @property
+    def approvals(self) -> tuple[Approval, ...]:
+        """The approvals the tracker judges with, uses counted so far included."""
+        return tuple(self._approvals.values())
+
+    @property
+    def open_cuts(self) -> tuple[str, ...]:
+        """Channels whose hangup was ordered and not yet confirmed by Asterisk."""
+        return tuple(self._cuts)
+
     def call_of(self, channel: str) -> str | None:
         """Return the Linkedid of the call ``channel`` belongs to, if tracked."""
         return self._channel_call.get(channel)
 
+    def next_due(self) -> datetime | None:
+        """Return when a `Tick` is next needed (a hangup retry, an alarm-phone grace ending)."""
+        due = [o.deadline for o in self._occupancies.values() if not o.flagged]
+        due.extend(c.retry_at for c in self._cuts.values() if c.retry_at is not None)
+        return min(due) if due else None
+
     # -- the reducer --------------------------------------------------------------------------
 
-    def handle(self, event: ChannelEvent) -> list[Effect]:
-        """Apply one event and return the effects it causes."""
+    def handle(self, event: TrackerEvent) -> list[Effect]:
+        """Apply one event and return the effects it causes, in the order to carry them out."""
         self._events += 1
-        if isinstance(event, DialBegan):
-            return self._dial_began(event)
-        if isinstance(event, ChannelCreated):
-            self._channel_created(event)
-            return []
-        if isinstance(event, DialEnded):
-            return self._dial_ended(event)
-        if isinstance(event, ChannelHungUp):
-            return self._hung_up(event)
-        if isinstance(event, ChannelSeen):
-            return self._seen(event)
-        if isinstance(event, ResyncStarted):
-            self._resync_mark = self._events
-            return []
-        return self._resync_done(event)
+        match event:
+            case DialBegan():
+                return self._dial_began(event)
+            case ChannelCreated():
+                self._channel_created(event)
+                return []
+            case ChannelStateChanged():
+                self._state_changed(event)
+                return []
+            case DialEnded():
+                return self._dial_ended(event)
+            case ChannelHungUp():
+                return self._hung_up(event)
+            case ChannelSeen():
+                if self._snapshot is None:
+                    self._snapshot = _Snapshot(self._events - 1)
+                self._snapshot.seen.setdefault(event.linkedid, []).append(event)
+                return []
+            case ResyncStarted():
+                self._snapshot = _Snapshot(self._events)
+                return []
+            case ResyncDone():
+                return self._resync_done(event)
+            case VerdictGiven():
+                return self._verdict_given(event)
+            case HangupFailed():
+                return self._hangup_failed(event)
+            case HangupAccepted():
+                return []
+            case ConnectionLost():
+                self._connection_lost()
+                return []
+            case ApprovalsChanged():
+                self._approvals_changed(event)
+                return []
+            case PolicyChanged():
+                self.policy = event.policy
+                self.channels = event.channels
+                return []
+            case IntentsRestored():
+                self._restored.update((c.key, c) for c in event.cuts)
+                return []
+            case Tick():
+                return self._tick(event.at)
+        return []  # pragma: no cover - the union above is exhaustive
 
-    def handle_all(self, events: Iterable[ChannelEvent]) -> list[Effect]:
+    def handle_all(self, events: Iterable[TrackerEvent]) -> list[Effect]:
         """Apply events in order and return all their effects."""
         effects: list[Effect] = []
         for event in events:
             effects.extend(self.handle(event))
         return effects
+
+    # -- channels -----------------------------------------------------------------------------
 
     def _call_for(
         self,
@@ -350,16 +309,32 @@ class CallTracker:
         linkedid: str,
         caller_num: str,
         caller_name: str,
+        touch: bool = True,
     ) -> _Call:
+        """Return the call ``linkedid``, creating it; ``touch`` marks it as heard from now."""
         call = self._calls.get(linkedid)
         if call is None:
             extension = self.channels.phone_extension(channel) or caller_num
             call = _Call(linkedid, uniqueid, channel, extension, caller_name, at)
             self._calls[linkedid] = call
-        call.channels.add(channel)
-        call.last_event = self._events
-        self._channel_call[channel] = linkedid
+        elif uniqueid == linkedid and call.uniqueid != linkedid:
+            # The originating channel (its Uniqueid is the Linkedid) is the caller, whichever
+            # channel of the call was heard of first.
+            self._make_origin(call, channel, uniqueid, caller_num, caller_name)
+        if channel:
+            call.channels.add(channel)
+            self._channel_call[channel] = linkedid
+        if touch:
+            call.last_event = self._events
+            call.last_seen = at
         return call
+
+    def _make_origin(
+        self, call: _Call, channel: str, uniqueid: str, caller_num: str, caller_name: str
+    ) -> None:
+        call.channel, call.uniqueid = channel, uniqueid
+        call.extension = self.channels.phone_extension(channel) or caller_num or call.extension
+        call.caller_name = caller_name or call.caller_name
 
     def _channel_created(self, event: ChannelCreated) -> None:
         call = self._call_for(
@@ -373,21 +348,37 @@ class CallTracker:
         if event.channel == call.channel and not call.dialled:
             call.dialled = event.exten
 
+    def _state_changed(self, event: ChannelStateChanged) -> None:
+        linkedid = self._channel_call.get(event.channel) or event.linkedid
+        call = self._calls.get(linkedid)
+        if call is None:
+            return
+        call.last_event = self._events
+        call.last_seen = event.at
+        attempt = call.attempts.get(event.channel)
+        if attempt is not None and event.state == _UP and attempt.answered_at is None:
+            attempt.answered_at = event.at
+
     def _dial_began(self, event: DialBegan) -> list[Effect]:
+        linkedid = event.linkedid or event.dest_linkedid
+        caller_channel = event.channel
         call = self._call_for(
             at=event.at,
-            channel=event.channel,
-            uniqueid=event.uniqueid,
-            linkedid=event.linkedid,
+            channel=caller_channel,
+            uniqueid=event.uniqueid or event.dest_uniqueid,
+            linkedid=linkedid,
             caller_num=event.caller_num,
             caller_name=event.caller_name,
         )
         call.channels.add(event.dest_channel)
         self._channel_call[event.dest_channel] = call.linkedid
+        if event.uniqueid:
+            call.dialling.add(event.uniqueid)
         trunk = self.channels.trunk_number(event.dest_channel, event.dial_string)
         if trunk is not None:
             number, with_access_code = trunk
-            return self._outbound(call, event.dest_channel, number, with_access_code, event.at)
+            decision = self._decide(call, number, with_access_code, event.uniqueid, event.at)
+            return self._open_attempt(call, event.dest_channel, number, decision, event.at)
         extension = self.channels.phone_extension(event.dest_channel)
         if extension is not None:
             line = self.policy.line(extension)
@@ -399,107 +390,16 @@ class CallTracker:
                 call.rings[event.dest_channel] = _Ring(extension, event.dest_channel, event.at)
         return []
 
-    def _outbound(
-        self, call: _Call, trunk_channel: str, number: str, with_access_code: bool, at: datetime
-    ) -> list[Effect]:
-        call.direction = "outbound"
-        call.outbound_channel = trunk_channel
-        call.dialled = number
-        if call.decision is not None:
-            # A second trunk leg of a call already judged (failover route): judge it the same.
-            decision = call.decision
-        else:
-            line = self.policy.line(call.extension)
-            on_duty = self._on_duty(line.duty_line, at) if line and line.duty_line else None
-            decision = self._judge(
-                CallAttempt(
-                    call.extension, number, with_access_code=with_access_code, on_duty=on_duty
-                ),
-                call.uniqueid,
-                at,
-            )
-            call.decision = decision
-        ref = CallRef(call.linkedid, call.uniqueid, call.channel)
-        effects: list[Effect] = [
-            RecordDecision(
-                decision_record(
-                    decision,
-                    key=f"{self.policy.site}:{call.uniqueid}:ami:{trunk_channel}",
-                    at=at,
-                    call=ref,
-                    layer=Layer.AMI,
-                )
-            )
-        ]
-        if decision.allowed:
-            effects.extend(self._check_dispatch_use(call, decision, at))
-            return effects
-        enforce = self.policy.mode is Mode.ENFORCE
-        outcome = Outcome.HUNG_UP if enforce else Outcome.MONITORED
-        call.outcome = outcome.value
-        if enforce:
-            effects.append(
-                HangupChannel(
-                    trunk_channel, HANGUP_CAUSE_CALL_REJECTED, call.linkedid, decision.rule_id
-                )
-            )
-        if decision.offence:
-            draft = offence_of(
-                decision,
-                site=self.policy.site,
-                at=at,
-                call=CallRef(call.linkedid, call.uniqueid, call.channel),
-                outcome=outcome,
-            )
-            rule = self.policy.rules.get(decision.rule_id)
-            needs_charge = (
-                rule is not None and rule.penalty is not None and rule.penalty.needs_charge
-            )
-            if needs_charge:
-                if all(d.key != draft.key for d in call.deferred):
-                    call.deferred.append(draft)
-            else:
-                effects.append(RecordOffence(draft))
-        return effects
-
-    def _check_dispatch_use(self, call: _Call, decision: Decision, at: datetime) -> list[Effect]:
-        """DT-3: a dispatch phone calling a non-business number in operating hours."""
-        line = self.policy.line(call.extension)
-        if line is None or not line.operating or "DT-3" not in self.policy.rules:
-            return []
-        schedule = self.policy.schedules.get(line.operating)
-        if schedule is None or not schedule.is_active(at):
-            return []
-        number = decision.classification.number
-        business = any(number.startswith(prefix) for prefix in line.business_numbers)
-        if business or decision.number_class in _ALWAYS_BUSINESS:
-            return []
-        person = self._person_for(line, call.extension, at)
-        detail = (
-            f"营运时间内用{line.name}拨打非业务号码 {decision.classification.dialled}",
-            f"the {line.name} dialled a non-business number "
-            f"{decision.classification.dialled} in operating hours",
-        )
-        draft = self._draft(
-            call,
-            "DT-3",
-            at=at,
-            extension=call.extension,
-            person=person,
-            key="dispatch",
-            detail=detail,
-            number=number,
-        )
-        return [RecordOffence(replace(draft, number_class=decision.number_class.value))]
-
     def _dial_ended(self, event: DialEnded) -> list[Effect]:
         linkedid = self._channel_call.get(event.channel) or event.linkedid
         call = self._calls.get(linkedid)
         if call is None:
             return []
         call.last_event = self._events
-        if event.status == "ANSWER" and call.answered_at is None:
-            call.answered_at = event.at
+        call.last_seen = event.at
+        attempt = call.attempts.get(event.dest_channel)
+        if attempt is not None and event.status == "ANSWER" and attempt.answered_at is None:
+            attempt.answered_at = event.at
         ring = call.rings.pop(event.dest_channel, None)
         if ring is None:
             return []
@@ -514,116 +414,182 @@ class CallTracker:
             )
         return effects
 
-    def _person_for(self, line: Line, extension: str, at: datetime) -> Person | None:
-        """Return who answers for a line: the rota's person on duty, else the phone's owner."""
-        person_id = (self._on_duty(line.duty_line, at) if line.duty_line else None) or ""
-        return self.policy.people.get(person_id) or self.policy.person_at(extension)
+    def _hung_up(self, event: ChannelHungUp) -> list[Effect]:
+        self._occupancies.pop(event.channel, None)
+        self._cuts.pop(event.channel, None)
+        linkedid = self._channel_call.pop(event.channel, None) or event.linkedid
+        call = self._calls.get(linkedid)
+        if call is None:
+            return []
+        call.channels.discard(event.channel)
+        call.last_event = self._events
+        call.last_seen = event.at
+        effects: list[Effect] = []
+        attempt = call.attempts.get(event.channel)
+        if attempt is not None and not attempt.ended:
+            effects.extend(self._attempt_ended(attempt, event.at, cause=event.cause))
+        if not call.channels:
+            effects.extend(self._finish(call, event.at))
+        return effects
 
-    def _draft(
+    # -- judging ------------------------------------------------------------------------------
+
+    def _decide(
+        self, call: _Call, number: str, with_access_code: bool, uniqueid: str, at: datetime
+    ) -> Decision:
+        earlier = next(
+            (a.decision for a in call.attempts.values() if a.number == number),
+            None,
+        )
+        if earlier is not None:
+            # A second trunk leg of a call already judged (a failover route): judge it the same.
+            return earlier
+        for dialling in (uniqueid, call.uniqueid):
+            prior = self._prejudged.get(dialling)
+            if prior is not None:
+                return prior
+        return judge(
+            CallAttempt(call.extension, number, with_access_code=with_access_code),
+            self.policy,
+            now=at,
+            approvals=self._approvals.values(),
+        )
+
+    def _open_attempt(
         self,
         call: _Call,
-        rule_id: str,
-        *,
+        trunk: str,
+        number: str,
+        decision: Decision,
         at: datetime,
-        extension: str,
-        person: Person | None,
-        key: str,
-        detail: tuple[str, str],
-        outcome: Outcome = Outcome.MONITORED,
-        number: str = "",
-    ) -> OffenceDraft:
-        return OffenceDraft(
-            key=f"{self.policy.site}:{call.uniqueid}:{rule_id}:{key}",
-            rule_id=rule_id,
+        *,
+        began: datetime | None = None,
+    ) -> list[Effect]:
+        """Judge a new trunk leg at ``at`` (it began at ``began``, by default then too)."""
+        call.direction = "outbound"
+        call.dialled = number
+        attempt = _Attempt(trunk, number, decision, began or at)
+        call.attempts[trunk] = attempt
+        ref = CallRef(call.linkedid, call.uniqueid, call.channel)
+        effects: list[Effect] = [
+            RecordDecision(
+                decision_record(
+                    decision,
+                    key=f"{self.policy.site}:{call.uniqueid}:ami:{trunk}",
+                    at=at,
+                    call=ref,
+                    layer=Layer.AMI,
+                )
+            )
+        ]
+        effects.extend(self._count_approval(ref, decision, at))
+        if decision.allowed:
+            effects.extend(self._check_dispatch_use(call, decision, at))
+            return effects
+        meaning = enforcement(decision, self.policy.mode, Layer.AMI)
+        call.outcome = Outcome.HUNG_UP.value if meaning.hang_up else Outcome.MONITORED.value
+        if meaning.offence is not None:
+            draft = offence_of(
+                decision, policy=self.policy, at=at, call=ref, outcome=meaning.offence
+            )
+            attempt.offences.append(draft.key)
+            self._restored.pop(draft.key, None)
+            effects.append(RecordOffence(draft))
+        if meaning.hang_up:
+            effects.append(self._order_cut(trunk, call.linkedid, decision.rule_id, at))
+        return effects
+
+    def _count_approval(self, call: CallRef, decision: Decision, at: datetime) -> list[Effect]:
+        """Count a call against the approval that allowed it, once per call on both layers."""
+        if not decision.approval_id:
+            return []
+        counted = self._uses.get(call.linkedid)
+        if counted is None:
+            counted = self._uses[call.linkedid] = set()
+            while len(self._uses) > self._prejudged_capacity:
+                self._uses.popitem(last=False)
+        if decision.approval_id in counted:
+            return []
+        counted.add(decision.approval_id)
+        approval = self._approvals.get(decision.approval_id)
+        if approval is not None:
+            self._approvals[approval.id] = approval.used()
+        use = ApprovalUse(
+            approval_id=decision.approval_id,
+            ref=approval_use_ref(self.policy.site, call.linkedid),
             at=at,
-            call=CallRef(call.linkedid, call.uniqueid, call.channel),
-            extension=extension,
-            person_id=person.id if person else "",
-            person_name=person.name if person else "",
-            department=person.department if person else "",
-            number=number,
-            outcome=outcome,
-            detail_zh=detail[0],
-            detail_en=detail[1],
-            policy_version=self.policy.version,
+            call=call,
+        )
+        return [CountApprovalUse(use)]
+
+    def _verdict_given(self, event: VerdictGiven) -> list[Effect]:
+        decision = event.decision
+        if decision.verdict is Verdict.PIN:
+            return []  # no verdict yet: the caller is asked for a code
+        self._prejudged[event.call.uniqueid] = decision
+        self._prejudged.move_to_end(event.call.uniqueid)
+        while len(self._prejudged) > self._prejudged_capacity:
+            self._prejudged.popitem(last=False)
+        policy = self.policy
+        ref = event.call
+        effects: list[Effect] = [
+            RecordDecision(
+                decision_record(
+                    decision,
+                    key=f"{policy.site}:{ref.uniqueid}:agi",
+                    at=event.at,
+                    call=ref,
+                    layer=Layer.AGI,
+                )
+            )
+        ]
+        effects.extend(self._count_approval(ref, decision, event.at))
+        meaning = enforcement(decision, policy.mode, Layer.AGI)
+        if meaning.offence is not None:
+            draft = offence_of(
+                decision, policy=policy, at=event.at, call=ref, outcome=meaning.offence
+            )
+            effects.append(RecordOffence(draft))
+        return effects
+
+    # -- hangups ------------------------------------------------------------------------------
+
+    def _order_cut(self, channel: str, linkedid: str, rule_id: str, at: datetime) -> HangupChannel:
+        cut = self._cuts.get(channel)
+        if cut is None:
+            cut = _Cut(linkedid, rule_id)
+            self._cuts[channel] = cut
+        return self._send_cut(channel, cut, at)
+
+    def _send_cut(self, channel: str, cut: _Cut, at: datetime) -> HangupChannel:
+        cut.sent += 1
+        cut.sent_event = self._events
+        delay = _RETRY_DELAYS[min(cut.sent - 1, len(_RETRY_DELAYS) - 1)]
+        cut.retry_at = at + timedelta(seconds=delay)
+        return HangupChannel(
+            channel, HANGUP_CAUSE_CALL_REJECTED, cut.linkedid, cut.rule_id, attempt=cut.sent
         )
 
-    def _check_answer_time(
-        self, call: _Call, line: Line, ring: _Ring, event: DialEnded
-    ) -> list[Effect]:
-        """AN-1: a hotline or duty call not answered within its limit (three rings)."""
-        if line.answer_within is None or "AN-1" not in self.policy.rules:
+    def _hangup_failed(self, event: HangupFailed) -> list[Effect]:
+        cut = self._cuts.get(event.channel)
+        if cut is None:
             return []
-        rang = event.at - ring.began
-        if event.status not in ("ANSWER", "NOANSWER"):
-            return []  # the caller gave up, or the line was busy: not a late answer
-        if rang <= timedelta(seconds=line.answer_within):
+        if event.connection_lost:
+            cut.retry_at = None  # the resync after the next login sends it again
             return []
-        seconds = int(rang.total_seconds())
-        answered = event.status == "ANSWER"
-        zh = (
-            f"{line.name}响铃{seconds}秒{'后才接听' if answered else '无人接听'}"
-            f"（应在{line.answer_within}秒内接听）"
-        )
-        en = (
-            f"{line.name} rang {seconds}s "
-            f"{'before it was answered' if answered else 'and was not answered'} "
-            f"(limit {line.answer_within}s)"
-        )
-        person = self._person_for(line, ring.extension, ring.began)
-        draft = self._draft(
-            call,
-            "AN-1",
-            at=event.at,
-            extension=ring.extension,
-            person=person,
-            key=ring.dest_channel,
-            detail=(zh, en),
-        )
-        return [RecordOffence(draft)]
+        delay = _RETRY_DELAYS[min(cut.sent - 1, len(_RETRY_DELAYS) - 1)]
+        cut.retry_at = event.at + timedelta(seconds=delay)
+        return []
 
-    def _check_rejection(
-        self, call: _Call, line: Line, ring: _Ring, event: DialEnded
-    ) -> list[Effect]:
-        """DT-2: an internal call rejected (busy) on an idle duty phone."""
-        if not line.reject_rule or event.status != "BUSY":
-            return []
-        caller_extension = self.channels.phone_extension(call.channel)
-        if caller_extension is None:
-            return []  # only internal calls count
-        busy_elsewhere = any(
-            self.channels.phone_extension(channel) == ring.extension
-            for channel in self._channel_call
-            if channel != ring.dest_channel
-        )
-        if busy_elsewhere:
-            return []
-        person = self._person_for(line, ring.extension, ring.began)
-        detail = (
-            f"{line.name}空闲时拒接{caller_extension}的内部来电",
-            f"{line.name} rejected an internal call from {caller_extension} while idle",
-        )
-        draft = self._draft(
-            call,
-            line.reject_rule,
-            at=event.at,
-            extension=ring.extension,
-            person=person,
-            key=ring.dest_channel,
-            detail=detail,
-        )
-        return [RecordOffence(draft)]
+    def _connection_lost(self) -> None:
+        for cut in self._cuts.values():
+            cut.retry_at = None
 
-    # -- timers -------------------------------------------------------------------------------
-
-    def next_due(self) -> datetime | None:
-        """Return when `due` must next be called (an alarm-phone occupancy ends its grace)."""
-        pending = [o.deadline for o in self._occupancies.values() if not o.flagged]
-        return min(pending) if pending else None
-
-    def due(self, now: datetime) -> list[Effect]:
-        """Apply what is due at ``now``: calls occupying the alarm phone past their grace."""
+    def _tick(self, now: datetime) -> list[Effect]:
         effects: list[Effect] = []
+        for channel, cut in list(self._cuts.items()):
+            if cut.retry_at is not None and cut.retry_at <= now:
+                effects.append(self._send_cut(channel, cut, now))
         for channel, occupancy in self._occupancies.items():
             if occupancy.flagged or occupancy.deadline > now:
                 continue
@@ -631,141 +597,317 @@ class CallTracker:
             effects.extend(self._occupied(channel, occupancy, now))
         return effects
 
-    def _occupied(self, channel: str, occupancy: _Occupancy, now: datetime) -> list[Effect]:
-        """EM-1: an inbound call keeps the alarm phone busy past the grace period."""
-        call = self._calls.get(occupancy.linkedid)
-        line = self.policy.line(occupancy.extension)
-        if call is None or line is None or "EM-1" not in self.policy.rules:
-            return []
-        caller = self.channels.phone_extension(call.channel)
-        person = (self.policy.person_at(caller) if caller else None) or self._person_for(
-            line, occupancy.extension, occupancy.answered_at
-        )
-        enforce = self.policy.mode is Mode.ENFORCE and line.cut_occupancy
-        seconds = int((now - occupancy.answered_at).total_seconds())
-        detail = (
-            f"来电占用{line.name}超过{occupancy.grace}秒（已{seconds}秒）",
-            f"an inbound call occupied the {line.name} for over {occupancy.grace}s ({seconds}s)",
-        )
-        effects: list[Effect] = []
-        if enforce:
-            effects.append(
-                HangupChannel(channel, HANGUP_CAUSE_CALL_REJECTED, call.linkedid, "EM-1")
-            )
-        draft = self._draft(
-            call,
-            "EM-1",
-            at=now,
-            extension=caller or call.extension,
-            person=person,
-            key=f"occupied:{channel}",
-            detail=detail,
-            outcome=Outcome.HUNG_UP if enforce else Outcome.MONITORED,
-            number=occupancy.extension,
-        )
-        effects.append(RecordOffence(draft))
-        return effects
+    # -- endings ------------------------------------------------------------------------------
 
-    def _hung_up(self, event: ChannelHungUp) -> list[Effect]:
-        self._occupancies.pop(event.channel, None)
-        linkedid = self._channel_call.pop(event.channel, None) or event.linkedid
-        call = self._calls.get(linkedid)
-        if call is None:
+    def _attempt_ended(
+        self,
+        attempt: _Attempt,
+        at: datetime,
+        *,
+        cause: str = "",
+        observed: bool = True,
+        alive_until: datetime | None = None,
+    ) -> list[Effect]:
+        attempt.ended = True
+        if not attempt.offences:
             return []
-        call.channels.discard(event.channel)
-        call.last_event = self._events
-        if event.channel != call.channel and call.channels:
-            return []
-        return self._finish(call, event.at)
+        end = at if observed else (alive_until or at)
+        talk = end - attempt.answered_at if attempt.answered_at is not None else timedelta(0)
+        talk = max(talk, timedelta(0))
+        decision = attempt.decision
+        charge = self.policy.tariff.charge(
+            decision.classification.number, decision.number_class.value, talk
+        )
+        if attempt.answered_at is not None:
+            ending = Ending.ANSWERED
+        elif observed:
+            ending = Ending.BEFORE_ANSWER
+        else:
+            ending = Ending.UNOBSERVED
+        return [
+            RecordOffenceOutcome(
+                OffenceOutcome(
+                    key=key,
+                    at=at,
+                    ending=ending,
+                    answered_at=attempt.answered_at,
+                    ended_at=at if observed else None,
+                    talk_time=talk,
+                    charge=charge,
+                    answer_estimated=attempt.answer_estimated,
+                    cause=cause,
+                )
+            )
+            for key in attempt.offences
+        ]
 
     def _finish(self, call: _Call, at: datetime) -> list[Effect]:
         self._calls.pop(call.linkedid, None)
         for channel in call.channels:
             if self._channel_call.get(channel) == call.linkedid:
                 del self._channel_call[channel]
-        effects: list[Effect] = []
-        talk = at - call.answered_at if call.answered_at else timedelta(0)
-        decision = call.decision
-        for draft in call.deferred:
-            charge = self.policy.tariff.charge(draft.number, draft.number_class, talk)
-            effects.append(RecordOffence(replace(draft, charge=charge, talk_time=talk, at=at)))
-        if call.direction == "outbound" and decision is not None:
-            effects.append(
-                RecordCall(
-                    CallSummary(
-                        call=CallRef(call.linkedid, call.uniqueid, call.channel),
-                        extension=call.extension,
-                        person_id=decision.person_id,
-                        person_name=decision.person_name,
-                        department=decision.department,
-                        caller_name=call.caller_name,
-                        dialled=call.dialled,
-                        number=decision.classification.number,
-                        number_class=decision.number_class.value,
-                        direction=call.direction,
-                        started_at=call.started_at,
-                        answered_at=call.answered_at,
-                        ended_at=at,
-                        verdict=decision.verdict.value,
-                        rule_id=decision.rule_id,
-                        outcome=call.outcome or ("answered" if call.answered_at else "unanswered"),
-                    )
-                )
+            self._cuts.pop(channel, None)
+            self._occupancies.pop(channel, None)
+        for dialling in call.dialling:
+            self._prejudged.pop(dialling, None)
+        self._prejudged.pop(call.uniqueid, None)
+        self._uses.pop(call.linkedid, None)
+        attempt = self._main_attempt(call)
+        if call.direction != "outbound" or attempt is None:
+            return []
+        decision = attempt.decision
+        answered = attempt.answered_at
+        talk = max(at - answered, timedelta(0)) if answered is not None else timedelta(0)
+        charge = self.policy.tariff.charge(
+            decision.classification.number, decision.number_class.value, talk
+        )
+        summary = CallSummary(
+            call=CallRef(call.linkedid, call.uniqueid, call.channel),
+            extension=call.extension,
+            person_id=decision.person_id,
+            person_name=decision.person_name,
+            department=decision.department,
+            caller_name=call.caller_name,
+            dialled=call.dialled,
+            number=decision.classification.number,
+            number_class=decision.number_class.value,
+            direction=call.direction,
+            started_at=call.started_at,
+            answered_at=answered,
+            ended_at=at,
+            verdict=decision.verdict.value,
+            rule_id=decision.rule_id,
+            outcome=self._call_outcome(call, attempt),
+            charge=charge,
+        )
+        return [RecordCall(summary)]
+
+    @staticmethod
+    def _main_attempt(call: _Call) -> _Attempt | None:
+        """Return the attempt a call is reported by: the answered one, else the last."""
+        attempts = list(call.attempts.values())
+        answered = [a for a in attempts if a.answered_at is not None]
+        if answered:
+            return answered[0]
+        return attempts[-1] if attempts else None
+
+    @staticmethod
+    def _call_outcome(call: _Call, attempt: _Attempt) -> str:
+        if call.outcome == Outcome.HUNG_UP.value:
+            # Asterisk says whether the cut worked: an answered leg was not stopped.
+            return (
+                Outcome.NOT_STOPPED.value
+                if attempt.answered_at is not None
+                else Outcome.HUNG_UP.value
             )
-        return effects
+        if call.outcome:
+            return call.outcome
+        return "answered" if attempt.answered_at is not None else "unanswered"
 
     # -- resync -------------------------------------------------------------------------------
 
-    def _seen(self, event: ChannelSeen) -> list[Effect]:
-        self._resync_seen.add(event.channel)
-        call = self._calls.get(event.linkedid)
-        known = call is not None and event.channel in call.channels
-        call = self._call_for(
-            at=event.at - event.duration,
-            channel=event.channel,
-            uniqueid=event.uniqueid,
-            linkedid=event.linkedid,
-            caller_num=event.caller_num,
-            caller_name=event.caller_name,
-        )
-        if event.channel == call.channel and not call.dialled:
-            call.dialled = event.exten
-        phone = self.channels.phone_extension(event.channel)
-        if phone is not None and self.channels.phone_extension(call.channel) is None:
-            call.channel, call.uniqueid, call.extension = event.channel, event.uniqueid, phone
-            call.caller_name = event.caller_name
-            call.dialled = call.dialled or event.exten
-        if known or call.decision is not None:
-            return []
-        route = self.channels.trunk_route(event.channel)
-        if route is None:
-            return []
-        if event.state == "Up" and call.answered_at is None:
-            call.answered_at = event.at - event.duration
-        self._resync_trunks.append((call.linkedid, event.channel))
-        return []
-
     def _resync_done(self, event: ResyncDone) -> list[Effect]:
+        snapshot = self._snapshot or _Snapshot(self._events)
+        self._snapshot = None
         effects: list[Effect] = []
-        for linkedid, channel in self._resync_trunks:
-            call = self._calls.get(linkedid)
-            route = self.channels.trunk_route(channel)
-            if call is None or route is None or call.decision is not None:
-                continue
-            number = self.channels.number_in_channel(route, channel) or call.dialled
-            effects.extend(self._outbound(call, channel, number, route.with_access_code, event.at))
-        self._resync_trunks = []
-        mark = self._events if self._resync_mark is None else self._resync_mark
+        live: set[str] = set()
+        for linkedid, seen in snapshot.seen.items():
+            live.update(s.channel for s in seen)
+            effects.extend(self._relearn(linkedid, seen, event.at))
         for call in list(self._calls.values()):
-            if call.last_event > mark:
+            if call.last_event > snapshot.mark:
                 continue  # events since the snapshot was asked for: alive whatever it says
-            call.channels &= self._resync_seen
+            gone = call.channels - live
+            if not gone:
+                continue
+            for channel in gone:
+                call.channels.discard(channel)
+                self._cuts.pop(channel, None)
+                if self._channel_call.get(channel) == call.linkedid:
+                    del self._channel_call[channel]
+                attempt = call.attempts.get(channel)
+                if attempt is not None and not attempt.ended:
+                    effects.extend(
+                        self._attempt_ended(
+                            attempt, event.at, observed=False, alive_until=call.last_seen
+                        )
+                    )
             if not call.channels:
-                effects.extend(self._finish(call, event.at))
-        for channel in [
-            c for c, linkedid in self._channel_call.items() if linkedid not in self._calls
-        ]:
+                # It ended out of sight: closed at the last moment it was known alive.
+                effects.extend(self._finish(call, call.last_seen or event.at))
+        for channel in [c for c, lid in self._channel_call.items() if lid not in self._calls]:
             del self._channel_call[channel]
-        self._resync_seen = set()
-        self._resync_mark = None
+        effects.extend(self._close_restored(event.at))
+        effects.extend(self._cut_live_forbidden(event.at, since=snapshot.mark))
         return effects
+
+    def _relearn(self, linkedid: str, seen: list[ChannelSeen], at: datetime) -> list[Effect]:
+        """Take in one call of the snapshot: its caller, its legs, their state and decisions."""
+        origin = self._origin_of(linkedid, seen)
+        call = self._call_for(
+            at=origin.at - origin.duration,
+            channel=origin.channel,
+            uniqueid=origin.uniqueid,
+            linkedid=linkedid,
+            caller_num=origin.caller_num,
+            caller_name=origin.caller_name,
+            touch=False,
+        )
+        if call.channel != origin.channel and self.channels.phone_extension(call.channel) is None:
+            self._make_origin(
+                call, origin.channel, origin.uniqueid, origin.caller_num, origin.caller_name
+            )
+        if not call.dialled:
+            call.dialled = origin.exten
+        effects: list[Effect] = []
+        for item in seen:
+            call.channels.add(item.channel)
+            self._channel_call[item.channel] = linkedid
+            route = self.channels.trunk_route(item.channel)
+            if route is None:
+                continue
+            attempt = call.attempts.get(item.channel)
+            if attempt is None:
+                number = (
+                    self.channels.number_in_channel(route, item.channel)
+                    or item.connected_num
+                    or item.exten
+                    or call.dialled
+                )
+                decision = self._decide(call, number, route.with_access_code, "", at)
+                effects.extend(
+                    self._open_attempt(
+                        call, item.channel, number, decision, at, began=item.at - item.duration
+                    )
+                )
+                attempt = call.attempts[item.channel]
+            if item.state == _UP and attempt.answered_at is None:
+                # Answered while the guard could not see it: the resync is the earliest
+                # moment known for sure, so the talk time is never overstated.
+                attempt.answered_at = at
+                attempt.answer_estimated = True
+        return effects
+
+    def _origin_of(self, linkedid: str, seen: list[ChannelSeen]) -> ChannelSeen:
+        """Return the caller's channel: the one whose Uniqueid is the Linkedid, else a phone."""
+        for item in seen:
+            if item.uniqueid == linkedid:
+                return item
+        phones = [s for s in seen if self.channels.phone_extension(s.channel) is not None]
+        if phones:
+            return max(phones, key=lambda s: s.duration)
+        return max(seen, key=lambda s: s.duration)
+
+    def _close_restored(self, at: datetime) -> list[Effect]:
+        """Hangups ordered by an earlier run whose call is gone: their ending was not seen."""
+        effects: list[Effect] = []
+        for key, cut in list(self._restored.items()):
+            call = self._calls.get(cut.linkedid)
+            if call is not None and any(key in a.offences for a in call.attempts.values()):
+                continue
+            del self._restored[key]
+            if call is not None:
+                continue  # live, re-judged under a new key: its own outcome will follow
+            effects.append(
+                RecordOffenceOutcome(OffenceOutcome(key=key, at=at, ending=Ending.UNOBSERVED))
+            )
+        return effects
+
+    def _cut_live_forbidden(self, at: datetime, *, since: int) -> list[Effect]:
+        """After a resync, hang up again every live trunk leg the guard has ordered cut.
+
+        A hangup sent since the snapshot was asked for went out on this connection: its reply
+        (or its retry timer) decides; one sent before may have been lost with the old one.
+        """
+        effects: list[Effect] = []
+        for call in self._calls.values():
+            for trunk, attempt in call.attempts.items():
+                if attempt.ended or trunk not in call.channels:
+                    continue
+                cut = self._cuts.get(trunk)
+                if cut is None:
+                    if not attempt.offences or self.policy.mode is not Mode.ENFORCE:
+                        continue
+                    meaning = enforcement(attempt.decision, self.policy.mode, Layer.AMI)
+                    if not meaning.hang_up:
+                        continue
+                    cut = _Cut(call.linkedid, attempt.decision.rule_id)
+                    self._cuts[trunk] = cut
+                elif cut.sent_event > since:
+                    continue  # sent on this connection: in flight
+                effects.append(self._send_cut(trunk, cut, at))
+        return effects
+
+    # -- duty lines ---------------------------------------------------------------------------
+
+    def _check_dispatch_use(self, call: _Call, decision: Decision, at: datetime) -> list[Effect]:
+        draft = dispatch_use_offence(self.policy, _ref(call), call.extension, decision, at)
+        return [RecordOffence(draft)] if draft is not None else []
+
+    def _check_answer_time(
+        self, call: _Call, line: Line, ring: _Ring, event: DialEnded
+    ) -> list[Effect]:
+        draft = late_answer_offence(
+            self.policy,
+            _ref(call),
+            line,
+            RingEnd(ring.extension, ring.dest_channel, ring.began, event.at, event.status),
+        )
+        return [RecordOffence(draft)] if draft is not None else []
+
+    def _check_rejection(
+        self, call: _Call, line: Line, ring: _Ring, event: DialEnded
+    ) -> list[Effect]:
+        caller_extension = self.channels.phone_extension(call.channel)
+        busy_elsewhere = any(
+            self.channels.phone_extension(channel) == ring.extension
+            for channel in self._channel_call
+            if channel != ring.dest_channel
+        )
+        draft = rejection_offence(
+            self.policy,
+            _ref(call),
+            line,
+            RingEnd(ring.extension, ring.dest_channel, ring.began, event.at, event.status),
+            caller_extension=caller_extension,
+            busy_elsewhere=busy_elsewhere,
+        )
+        return [RecordOffence(draft)] if draft is not None else []
+
+    def _occupied(self, channel: str, occupancy: _Occupancy, now: datetime) -> list[Effect]:
+        call = self._calls.get(occupancy.linkedid)
+        line = self.policy.line(occupancy.extension)
+        if call is None or line is None:
+            return []
+        enforce = self.policy.mode is Mode.ENFORCE and line.cut_occupancy
+        draft = occupancy_offence(
+            self.policy,
+            _ref(call),
+            line,
+            Occupation(channel, occupancy.extension, occupancy.answered_at, occupancy.grace),
+            caller_extension=self.channels.phone_extension(call.channel),
+            fallback_extension=call.extension,
+            now=now,
+            enforce=enforce,
+        )
+        if draft is None:
+            return []
+        effects: list[Effect] = [RecordOffence(draft)]
+        if enforce:
+            effects.append(self._order_cut(channel, call.linkedid, "EM-1", now))
+        return effects
+
+    # -- approvals ----------------------------------------------------------------------------
+
+    def _approvals_changed(self, event: ApprovalsChanged) -> None:
+        fresh: dict[str, Approval] = {}
+        for listed in event.approvals:
+            known = self._approvals.get(listed.id)
+            # Uses counted here may not be in the ledger the refresh was read from yet.
+            used = max(listed.used_calls, known.used_calls if known is not None else 0)
+            fresh[listed.id] = replace(listed, used_calls=used)
+        self._approvals = fresh
+
+
+def _ref(call: _Call) -> CallRef:
+    return CallRef(call.linkedid, call.uniqueid, call.channel)

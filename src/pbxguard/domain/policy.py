@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from pbxguard.domain.calendars import Schedule
@@ -35,13 +36,19 @@ class LineUse(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Role:
-    """A role from the regulations (一般员工, 部门负责人, 所长以上 ...) and what it may dial."""
+    """A role from the regulations (一般员工, 部门负责人, 所长以上 ...) and what it may dial.
+
+    ``can_approve`` lets its holders give prior consent to long-distance calls (LD-1, LD-5): a
+    department head for the people of their own department, a role with ``company_wide`` (所长以上,
+    the executive team) for anyone.
+    """
 
     id: str
     name_zh: str
     name_en: str
     allowed: frozenset[NumberClass]
     can_approve: bool = False
+    company_wide: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,25 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class CodeLimits:
+    """How many wrong codes are tolerated, over what window, and how long a lock lasts.
+
+    Attributes:
+        max_failures: wrong codes (per extension, or per phone owner) that lock the route.
+        window: how far back wrong codes count.
+        lockout: how long the PIN route stays locked.
+        digits: the length of generated codes.
+        min_digits: the shortest code that may be issued.
+    """
+
+    max_failures: int = 5
+    window: timedelta = timedelta(minutes=15)
+    lockout: timedelta = timedelta(minutes=30)
+    digits: int = 6
+    min_digits: int = 4
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """A complete, validated policy bundle for one site.
 
@@ -135,6 +161,7 @@ class Policy:
         rota: who is on duty on the shared lines, when the policy has one.
         register_fill_hours: hours after a long-distance call within which its register entry
             must be filled in (LD-4); an entry still empty after that is an LD-7 offence.
+        code_limits: authorization codes: length, and the lockout after wrong codes.
     """
 
     site: str
@@ -154,6 +181,7 @@ class Policy:
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
     rota: Rota | None = None
     register_fill_hours: int = 72
+    code_limits: CodeLimits = field(default_factory=CodeLimits)
     _by_extension: Mapping[str, Person] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

@@ -60,7 +60,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from pbxguard.domain.calendars import AlwaysOn, Interval, Schedule, require_aware
-from pbxguard.domain.calls import RecordOffence
+from pbxguard.domain.effects import AlertKind, ClearAlert, RaiseAlert, RecordOffence
 from pbxguard.domain.endpoints import EndpointChange
 from pbxguard.domain.policy import Person
 from pbxguard.domain.records import OffenceDraft, Outcome
@@ -101,67 +101,6 @@ class WatchedLine:
     def english_name(self) -> str:
         """Return the English name, or the Chinese one when none is set."""
         return self.name_en or self.name
-
-
-class AlertKind(enum.StrEnum):
-    """What an alert is about."""
-
-    UNREACHABLE = "unreachable"  # a watched phone is down
-    UNCOVERED = "uncovered"  # a duty group has nobody on duty, or no reachable phone
-
-
-@dataclass(frozen=True, slots=True)
-class RaiseAlert:
-    """Tell people a watched phone or a duty group needs attention now.
-
-    Attributes:
-        key: the same for every repeat of one alert, and for its `ClearAlert`.
-        kind: unreachable or uncovered.
-        rule_id: the rule at stake (EM-2, DT-5, AN-2 ...).
-        extension: the phone, or "" for a group alert.
-        duty_line: the rota line of the phone or group, or "".
-        name: the phone's name, or the group's phone names.
-        since: when the condition began.
-        at: when this alert is raised.
-        repeat: 0 the first time, then 1, 2, ...
-        person_id: who is on duty (or owns the phone) at ``at``, or "".
-        person_name: their name, or "".
-        message_zh: the alert, in Chinese.
-        message_en: the alert, in English.
-    """
-
-    key: str
-    kind: AlertKind
-    rule_id: str
-    extension: str
-    duty_line: str
-    name: str
-    since: datetime
-    at: datetime
-    repeat: int
-    person_id: str
-    person_name: str
-    message_zh: str
-    message_en: str
-
-
-@dataclass(frozen=True, slots=True)
-class ClearAlert:
-    """Tell people the condition behind an alert is over (or no longer matters)."""
-
-    key: str
-    kind: AlertKind
-    rule_id: str
-    extension: str
-    duty_line: str
-    name: str
-    since: datetime
-    at: datetime
-
-    @property
-    def duration(self) -> timedelta:
-        """Return how long the alert was open."""
-        return _utc(self.at) - _utc(self.since)
 
 
 StandbyEffect = RaiseAlert | ClearAlert | RecordOffence

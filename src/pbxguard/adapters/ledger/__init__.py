@@ -1,29 +1,31 @@
-"""The fine ledger: append-only storage of decisions, offences, calls and the register.
+"""The fine ledger: append-only, hash-chained storage of decisions, offences, calls and more.
 
-`FineLedger` stores and answers audit questions over SQLite (the embedded default) or
-PostgreSQL; `SpoolingLedger` wraps it for the guard's hot path so that a database that is down
-or locked never loses a write.
+`LedgerDatabase` opens SQLite (the embedded default) or PostgreSQL and hands out units of work;
+one book per aggregate reads and writes it (`OffenceBook`, `CallLog`, `ApprovalBook`,
+`CodeBook`, `RegisterBook`); `LedgerWriter` drains the write-ahead journal into it off the event
+loop; `verify_ledger` walks the hash chains.
 """
 
-from pbxguard.adapters.ledger.entries import (
-    Adjustment,
-    AdjustmentKind,
-    CodeInfo,
-    FineTotal,
-    OffenceEntry,
-    RegisterEntry,
-)
-from pbxguard.adapters.ledger.spool import SpoolingLedger
-from pbxguard.adapters.ledger.store import FineLedger, month_bounds
+from pbxguard.adapters.ledger.approvals import ApprovalBook
+from pbxguard.adapters.ledger.audit import ChainReport, verify_ledger
+from pbxguard.adapters.ledger.calls import CallLog
+from pbxguard.adapters.ledger.codes import CodeBook, code_hasher
+from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession
+from pbxguard.adapters.ledger.offences import OffenceBook
+from pbxguard.adapters.ledger.register import RegisterBook
+from pbxguard.adapters.ledger.writer import FactJournal, LedgerWriter
 
 __all__ = [
-    "Adjustment",
-    "AdjustmentKind",
-    "CodeInfo",
-    "FineLedger",
-    "FineTotal",
-    "OffenceEntry",
-    "RegisterEntry",
-    "SpoolingLedger",
-    "month_bounds",
+    "ApprovalBook",
+    "CallLog",
+    "ChainReport",
+    "CodeBook",
+    "FactJournal",
+    "LedgerDatabase",
+    "LedgerSession",
+    "LedgerWriter",
+    "OffenceBook",
+    "RegisterBook",
+    "code_hasher",
+    "verify_ledger",
 ]

@@ -1,26 +1,23 @@
 """Alembic environment for the fine ledger.
 
-`FineLedger.migrate()` runs the migrations on its own connection (passed in
-``config.attributes["connection"]``), so no alembic.ini is needed. The alembic command line
-works too, with an ini file whose ``script_location`` points here and whose ``sqlalchemy.url``
-names the ledger database.
+`LedgerDatabase.migrate()` runs the migrations on its own connection (passed in
+``config.attributes["connection"]``, with the site's name in ``config.attributes["site"]``), so
+no alembic.ini is needed. The alembic command line works too, with an ini file whose
+``script_location`` points here and whose ``sqlalchemy.url`` names the ledger database.
 """
 
 from __future__ import annotations
 
-import asyncio
-
 from alembic import context
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
-from sqlmodel import SQLModel
 
-from pbxguard.adapters.ledger import tables  # noqa: F401  (registers the ledger's tables)
+from pbxguard.adapters.ledger.schema import metadata
 from pbxguard.errors import LedgerError
 
 config = context.config
-target_metadata = SQLModel.metadata
+target_metadata = metadata
 
 
 def _run(connection: Connection) -> None:
@@ -33,15 +30,6 @@ def _run(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
-
-
-async def _run_with_own_engine(url: str) -> None:
-    engine = create_async_engine(url, poolclass=NullPool)
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(_run)
-    finally:
-        await engine.dispose()
 
 
 def _run_offline() -> None:
@@ -63,7 +51,12 @@ def _run_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     if not url:
         raise LedgerError("set sqlalchemy.url to the ledger database")
-    asyncio.run(_run_with_own_engine(url))
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as own:
+            _run(own)
+    finally:
+        engine.dispose()
 
 
 if context.is_offline_mode():

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa  # noqa: F401  (used by generated operations)
-import sqlmodel  # noqa: F401  (its column types appear in generated operations)
 from alembic import op
 ${imports if imports else ""}
 
@@ -19,8 +18,9 @@ down_revision: str | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 
-# Ledger tables are append-only: a new table needs the triggers migration 0001 installs
-# (see its _append_only helper), and changing an existing table means dropping them first.
+# Ledger tables are append-only and hash-chained: a new table needs the triggers migration
+# 0001 installs and the chain columns of 0002 (see their helpers and adapters/ledger/chain.py),
+# and changing an existing table means dropping the triggers first.
 
 
 def upgrade() -> None:

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlmodel.sql.sqltypes import AutoString
 
 from pbxguard.errors import LedgerIntegrityError
 
@@ -34,8 +33,8 @@ TABLES = (
 )
 
 
-def _text() -> AutoString:
-    return AutoString()
+def _text() -> sa.String:
+    return sa.String()
 
 
 def _str(name: str) -> sa.Column[str]:

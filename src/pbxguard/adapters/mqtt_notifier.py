@@ -1,36 +1,47 @@
-"""One publishing method per domain event, over whatever link is configured.
+"""The guard's notifications over MQTT: one publishing method per domain event.
 
 Topics are fixed (``pbxguard/<site>/<kind>``, the link adds the prefix); payloads are built
-here and nowhere else, so subscribers see one stable shape per kind.
+here and nowhere else, so subscribers see one stable, documented shape per kind
+(docs/operations.md). `NoBroker` stands in when MQTT is not configured.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
-from pbxguard.app.ports import EventPublisher
-from pbxguard.domain.policy import Rule
-from pbxguard.domain.records import DecisionRecord, OffenceDraft
-from pbxguard.domain.standby import ClearAlert, RaiseAlert
+from pbxguard.adapters.mqtt import AlertPublisher
+from pbxguard.domain.effects import ClearAlert, RaiseAlert
+from pbxguard.domain.entries import OffenceEntry
+from pbxguard.domain.records import DecisionRecord
 
 
-class NullPublisher:
+class NoBroker:
     """Publishes nothing: MQTT is optional."""
 
-    def publish(self, kind: str, payload: Mapping[str, Any]) -> None:
-        """Drop the message."""
+    def decision_made(self, record: DecisionRecord) -> None:
+        """Drop it."""
+
+    def offence_recorded(self, entry: OffenceEntry) -> None:
+        """Drop it."""
+
+    def call_hung_up(self, channel: str, linkedid: str, rule_id: str) -> None:
+        """Drop it."""
+
+    def alert_raised(self, alert: RaiseAlert) -> None:
+        """Drop it."""
+
+    def alert_cleared(self, alert: ClearAlert) -> None:
+        """Drop it."""
 
 
 def _iso(at: datetime) -> str:
     return at.isoformat()
 
 
-class Notifier:
+class MqttNotifier:
     """Publish the guard's decisions, offences, hangups and alerts."""
 
-    def __init__(self, link: EventPublisher, *, site: str) -> None:
+    def __init__(self, link: AlertPublisher, *, site: str) -> None:
         self._link = link
         self._site = site
 
@@ -56,32 +67,30 @@ class Notifier:
             },
         )
 
-    def offence_recorded(self, draft: OffenceDraft, rule: Rule, entry: Any) -> None:
-        """Publish an offence once the ledger has it (with its amount when priced)."""
-        amount = getattr(entry, "amount", None)
-        step = getattr(entry, "escalation_step", None)
+    def offence_recorded(self, entry: OffenceEntry) -> None:
+        """Publish an offence once the ledger has it, priced."""
         self._link.publish(
             "offences",
             {
-                "id": draft.key,
+                "id": entry.key,
                 "site": self._site,
-                "at": _iso(draft.at),
-                "rule": rule.id,
-                "citation": rule.citation,
-                "title_zh": rule.title_zh,
-                "title_en": rule.title_en,
-                "person": draft.person_id,
-                "person_name": draft.person_name,
-                "department": draft.department,
-                "extension": draft.extension,
-                "number": draft.number,
-                "number_class": draft.number_class,
-                "outcome": draft.outcome.value,
-                "amount": str(amount) if amount is not None else None,
-                "escalation_step": step,
-                "detail_zh": draft.detail_zh,
-                "detail_en": draft.detail_en,
-                "linkedid": draft.call.linkedid if draft.call else "",
+                "at": _iso(entry.at),
+                "rule": entry.rule_id,
+                "citation": entry.citation,
+                "title_zh": entry.rule_title_zh,
+                "title_en": entry.rule_title_en,
+                "person": entry.person_id,
+                "person_name": entry.person_name,
+                "department": entry.department,
+                "extension": entry.extension,
+                "number": entry.number,
+                "number_class": entry.number_class,
+                "outcome": entry.final_outcome.value,
+                "amount": str(entry.amount),
+                "escalation_step": entry.escalation_step,
+                "detail_zh": entry.detail_zh,
+                "detail_en": entry.detail_en,
+                "linkedid": entry.call.linkedid if entry.call else "",
             },
         )
 
@@ -103,7 +112,8 @@ class Notifier:
         """Publish an alert about a protected line (raised, or repeated)."""
         self._link.publish(
             "alerts",
-            {
+            line=alert.extension or alert.duty_line or None,
+            payload={
                 "id": f"{alert.key}:{alert.repeat}",
                 "alert": alert.key,
                 "state": "raised",
@@ -126,7 +136,8 @@ class Notifier:
         """Publish that a protected line is back."""
         self._link.publish(
             "alerts",
-            {
+            line=alert.extension or alert.duty_line or None,
+            payload={
                 "id": f"{alert.key}:cleared",
                 "alert": alert.key,
                 "state": "cleared",

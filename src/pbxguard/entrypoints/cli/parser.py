@@ -1,38 +1,19 @@
-"""The ``pbxguard`` command."""
+"""The command line's grammar: every command, option and help text (and nothing else)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import sys
-from collections.abc import Sequence
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from pbxguard import __version__
-from pbxguard.adapters.clock import SystemClock
-from pbxguard.adapters.logs import configure_logging
-from pbxguard.adapters.policy_file import LoadedPolicy, load_policy
-from pbxguard.adapters.settings import Settings, load_settings
-from pbxguard.domain.evaluate import CallAttempt, evaluate
 from pbxguard.domain.numbers import LONG_DISTANCE_CLASSES
-from pbxguard.errors import ConfigError, PbxGuardError, PolicyError
-from pbxguard.verdicts import decision_as_dict, decision_as_text
 
-# The command modules import the ledger (slow to load): `check` must stay quick, so the
-# choices the parser needs are spelled out here.
 APPROVABLE_CLASSES = tuple(sorted(c.value for c in LONG_DISTANCE_CLASSES))
-REGISTER_FORMATS = ("table", "csv", "xlsx", "json")
-
-EXIT_OK = 0
-EXIT_DENIED = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 3
+EXPORT_FORMATS = ("table", "csv", "json", "xlsx")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``pbxguard`` command."""
     parser = argparse.ArgumentParser(
         prog="pbxguard",
         description="电话管理制度执行守护 — enforce telephone regulations on live Asterisk calls.",
@@ -51,13 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--policy", help="policy file (overrides the one in --config)")
     check.add_argument("--json", action="store_true", help="print JSON for scripts")
 
-    ledger = sub.add_parser("ledger", help="list offences in the fine ledger")
-    ledger.add_argument("--config")
-    ledger.add_argument("--person")
-    ledger.add_argument("--department")
-    ledger.add_argument("--month", help="YYYY-MM, in the site's timezone")
-    ledger.add_argument("--rule")
-    ledger.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    _add_ledger(sub)
 
     _add_approve(sub)
     _add_code(sub)
@@ -141,7 +116,7 @@ def _add_register(sub: Any) -> None:
         description="Print the month's long-distance register, or fill an entry in.",
     )
     register.add_argument("--month", help="YYYY-MM in the site's timezone (default: this month)")
-    register.add_argument("--format", choices=REGISTER_FORMATS, default="table")
+    register.add_argument("--format", choices=EXPORT_FORMATS, default="table")
     register.add_argument(
         "--output", metavar="FILE", help="write to FILE (xlsx default: register-MONTH.xlsx)"
     )
@@ -181,97 +156,47 @@ def _add_rota(sub: Any) -> None:
         parser.add_argument("--policy", help="policy file (overrides the one in --config)")
 
 
-def _policy_for(settings: Settings | None, explicit: str | None) -> LoadedPolicy:
-    path = explicit or (settings.policy if settings else None)
-    return load_policy(path)
-
-
-def _parse_at(text: str | None, loaded: LoadedPolicy) -> datetime:
-    if text is None:
-        return SystemClock().now()
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ConfigError(f"--at {text!r} is not an ISO date-time (2026-11-23T09:30)") from exc
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=loaded.policy.timezone)
-    return at
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    """Print the verdict for one call; exit 0 when allowed, 1 when not."""
-    settings = load_settings(args.config) if args.config else None
-    loaded = _policy_for(settings, args.policy)
-    at = _parse_at(args.at, loaded)
-    decision = evaluate(CallAttempt(args.extension, args.number), loaded.policy, now=at)
-    if args.json:
-        data = decision_as_dict(decision, loaded.policy)
-        data["at"] = at.isoformat()
-        print(json.dumps(data, ensure_ascii=False, indent=2))
-    else:
-        print(decision_as_text(decision, loaded.policy))
-    return EXIT_OK if decision.allowed else EXIT_DENIED
-
-
-def cmd_policy_validate(args: argparse.Namespace) -> int:
-    """Validate a policy file and summarise it."""
-    loaded = load_policy(Path(args.file))
-    policy = loaded.policy
-    print(f"OK 有效: {args.file}")
-    print(f"  site {policy.site} · {policy.timezone.key} · mode {policy.mode.value}")
-    print(
-        f"  {len(policy.rules)} rules, {len(policy.roles)} roles, {len(policy.people)} people, "
-        f"{len(policy.lines)} lines · version {policy.version}"
+def _add_ledger(sub: Any) -> None:
+    ledger = sub.add_parser(
+        "ledger",
+        help="the fine ledger: list offences, verify the chain, migrate",
+        description="List offences (罚款台账), or act on the ledger itself. Listing opens the "
+        "ledger read-only and never changes it.",
     )
-    print(f"  sources: {', '.join(loaded.sources)}")
-    return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
-    configure_logging(json=getattr(args, "json_logs", None) or None)
-    try:
-        if args.command == "check":
-            return cmd_check(args)
-        if args.command == "policy":
-            return cmd_policy_validate(args)
-        if args.command == "rota":
-            from pbxguard.app.rota_cli import cmd_rota  # noqa: PLC0415 - as below
-
-            return cmd_rota(args)
-        # Imported here: they load the ledger's database stack, which `check` does not need.
-        from pbxguard.app import commands  # noqa: PLC0415
-
-        if args.command == "run":
-            return asyncio.run(commands.run(args))
-        if args.command == "demo":
-            return asyncio.run(commands.demo(args))
-        if args.command == "ledger":
-            return asyncio.run(commands.ledger(args))
-        from pbxguard.app import approvals_cli, register  # noqa: PLC0415
-
-        if args.command == "approve":
-            return asyncio.run(approvals_cli.approve(args))
-        if args.command == "code":
-            return asyncio.run(approvals_cli.code(args))
-        if args.command == "register":
-            if args.register_command == "fill":
-                return asyncio.run(register.register_fill(args))
-            return asyncio.run(register.register_report(args))
-    except PolicyError as exc:
-        print(f"策略文件无效 invalid policy: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except ConfigError as exc:
-        print(f"配置错误 configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except PbxGuardError as exc:
-        print(f"错误 error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except KeyboardInterrupt:
-        return 130
-    return EXIT_USAGE
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    ledger.add_argument("--config")
+    ledger.add_argument("--person")
+    ledger.add_argument("--department")
+    ledger.add_argument("--month", help="YYYY-MM, in the site's timezone")
+    ledger.add_argument("--rule")
+    ledger.add_argument("--outcome", help="refused, hung_up, not_stopped, monitored, ...")
+    ledger.add_argument("--site", help="one site's offences (several PBXes, one ledger)")
+    ledger.add_argument("--format", choices=EXPORT_FORMATS, default="table")
+    ledger.add_argument("--output", metavar="FILE", help="write to FILE instead of the screen")
+    actions = ledger.add_subparsers(dest="ledger_command", metavar="ACTION")
+    verify = actions.add_parser(
+        "verify",
+        help="walk the hash chain of every table; exit 1 at the first tampered entry",
+    )
+    verify.add_argument("--config", default=argparse.SUPPRESS)
+    verify.add_argument("--json", action="store_true", help="print JSON for scripts")
+    migrate = actions.add_parser(
+        "migrate", help="bring the ledger's schema up to date (as the database owner)"
+    )
+    migrate.add_argument("--config", default=argparse.SUPPRESS)
+    aside = actions.add_parser(
+        "set-aside", help="show the journal entries the database refused, or replay them"
+    )
+    aside.add_argument("--config", default=argparse.SUPPRESS)
+    aside.add_argument("--replay", action="store_true", help="try writing them again")
+    adjust = actions.add_parser(
+        "adjust", help="waive an offence, or record an appeal and its decision (never a deletion)"
+    )
+    adjust.add_argument("id", type=int, metavar="ID", help="the offence's 编号")
+    adjust.add_argument(
+        "--kind",
+        required=True,
+        choices=["waiver", "appeal", "appeal_allowed", "appeal_dismissed"],
+    )
+    adjust.add_argument("--by", required=True, metavar="WHO")
+    adjust.add_argument("--reason", required=True, metavar="TEXT")
+    adjust.add_argument("--config", default=argparse.SUPPRESS)

@@ -1,4 +1,8 @@
-"""The long-running and ledger commands of the CLI: run, demo, ledger."""
+"""``pbxguard demo``: a simulated PBX plays a working day; the guard enforces; the ledger shows.
+
+No PBX, database server or broker is needed: the simulator replays calls recorded on a real
+Asterisk 22, the ledger is a new SQLite file in a temporary directory.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import argparse
 import asyncio
 import dataclasses
 import secrets
-import signal
 import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -14,28 +17,21 @@ from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import structlog
 from pydantic import SecretStr
 
 from pbxguard.adapters.clock import ShiftedClock
-from pbxguard.adapters.ledger import FineLedger, OffenceEntry
+from pbxguard.adapters.ledger import CallLog, LedgerDatabase, OffenceBook
 from pbxguard.adapters.logs import configure_logging
 from pbxguard.adapters.policy_file import LoadedPolicy, load_policy
-from pbxguard.adapters.settings import (
-    AgiSettings,
-    AmiSettings,
-    LedgerSettings,
-    Settings,
-    load_settings,
-)
-from pbxguard.app.reports import render_offences, render_table
-from pbxguard.app.service import Service
+from pbxguard.adapters.settings import AgiSettings, AmiSettings, LedgerSettings, Settings
+from pbxguard.bootstrap import build
+from pbxguard.domain.effects import RaiseAlert
+from pbxguard.domain.entries import OffenceEntry
 from pbxguard.domain.policy import Mode
 from pbxguard.domain.records import CallSummary
-from pbxguard.domain.standby import RaiseAlert
+from pbxguard.entrypoints.daemon import Daemon
+from pbxguard.entrypoints.render import OFFENCE_COLUMNS, offence_row, render_table
 from pbxguard.simulator.ami_server import SimulatedPbx, back_to_back
-
-log = structlog.get_logger(__name__)
 
 #: What the simulated PBX plays in the demo: a short working day at the reference site.
 DEMO_DAY = (
@@ -55,52 +51,10 @@ DEMO_DAY = (
 )
 
 
-def _install_stop_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-
-async def run(args: argparse.Namespace) -> int:
-    """Run the daemon until SIGTERM or SIGINT."""
-    settings = load_settings(args.config)
-    configure_logging(settings.log_level)
-    loaded = load_policy(settings.policy)
-    service = await Service.build(settings, loaded)
-    stop = asyncio.Event()
-    _install_stop_signals(stop)
-    await service.run(stop)
-    return 0
-
-
-async def ledger(args: argparse.Namespace) -> int:
-    """Print offences from the ledger, filtered."""
-    settings = load_settings(args.config)
-    loaded = load_policy(settings.policy)
-    store = await FineLedger.open(settings.ledger.url)
-    try:
-        await store.migrate()
-        entries = await store.offences(
-            timezone=loaded.policy.timezone,
-            person=args.person,
-            department=args.department,
-            month=args.month,
-            rule=args.rule,
-        )
-    finally:
-        await store.close()
-    print(render_offences(entries, loaded.policy.timezone, args.format))
-    return 0
-
-
 def _demo_policy(mode: str) -> LoadedPolicy:
-    loaded = load_policy(_bundled("reference-site"))
-    policy = dataclasses.replace(loaded.policy, mode=Mode(mode))
-    return dataclasses.replace(loaded, policy=policy)
-
-
-def _bundled(name: str) -> Path:
-    return Path(str(resources.files("pbxguard.policies").joinpath(f"{name}.toml")))
+    path = Path(str(resources.files("pbxguard.policies").joinpath("reference-site.toml")))
+    loaded = load_policy(path)
+    return dataclasses.replace(loaded, policy=dataclasses.replace(loaded.policy, mode=Mode(mode)))
 
 
 async def demo(args: argparse.Namespace) -> int:
@@ -110,7 +64,7 @@ async def demo(args: argparse.Namespace) -> int:
     loaded = _demo_policy(args.mode)
     tz = loaded.policy.timezone
     workdir = Path(tempfile.mkdtemp(prefix="pbxguard-demo-"))
-    url = args.ledger or f"sqlite+aiosqlite:///{workdir / 'ledger.sqlite3'}"
+    url = args.ledger or f"sqlite:///{workdir / 'ledger.sqlite3'}"
     secret = secrets.token_urlsafe(12)
     start = datetime(2026, 11, 23, 9, 0, tzinfo=tz)
     playlist = back_to_back(DEMO_DAY, start=start, gap=timedelta(seconds=2))
@@ -119,33 +73,40 @@ async def demo(args: argparse.Namespace) -> int:
     print(f"  site {loaded.policy.site} · mode {loaded.policy.mode.value} · ledger {url}\n")
     async with SimulatedPbx(playlist, secret=secret, speed=speed) as pbx:
         settings = Settings(
+            state_dir=str(workdir),
             ami=AmiSettings(
                 host=pbx.host, port=pbx.port, secret=SecretStr(secret), ping_interval=5
             ),
             agi=AgiSettings(enabled=False),
-            ledger=LedgerSettings(url=url, spool=str(workdir / "ledger.spool")),
+            ledger=LedgerSettings(url=url),
         )
-        service = await Service.build(
-            settings, loaded, clock=ShiftedClock(start), raise_on_auth_failure=True
+        parts = build(
+            settings,
+            loaded,
+            clock=ShiftedClock(start),
+            raise_on_auth_failure=True,
+            loop=asyncio.get_running_loop(),
         )
+        daemon = Daemon(parts)
         stop = asyncio.Event()
-        runner = asyncio.create_task(service.run(stop))
+        runner = asyncio.create_task(daemon.run(stop))
         done, _ = await asyncio.wait(
             [runner, asyncio.ensure_future(pbx.finished())], return_when=asyncio.FIRST_COMPLETED
         )
         if runner in done:
             runner.result()
             return 1
-        await service.guard.drained()
-        alerts = service.guard.watch.open_alerts()
-        stats = service.guard.stats
-        # Stopping records the outages still under way (the unplugged duty phone).
+        await parts.guard.settled()
+        alerts = parts.guard.watch.open_alerts()
+        stats = parts.guard.stats
+        # Stopping records the outages still under way (the unplugged duty phone) and drains
+        # the journal into the ledger.
         stop.set()
         await runner
-    async with await FineLedger.open(url) as store:
-        entries = await store.offences(timezone=tz)
-        calls = await store.calls()
-    _print_demo(entries, calls, stats.hangups_sent, tz, url)
+    with LedgerDatabase.open(url, site=loaded.policy.site, read_only=True) as database:
+        entries = OffenceBook(database).offences()
+        calls = CallLog(database).calls()
+    _print_demo(entries, calls, stats.hangups_accepted, tz, url)
     _print_alerts(alerts, stats.alerts, tz)
     return 0
 
@@ -175,6 +136,7 @@ def _print_demo(
             "verdict": c.verdict,
             "rule": c.rule_id or "-",
             "outcome": c.outcome,
+            "charge": str(c.charge),
         }
         for c in sorted(calls, key=lambda c: c.started_at)
     ]
@@ -191,10 +153,14 @@ def _print_demo(
                 ("verdict", "判定", "verdict"),
                 ("rule", "规则", "rule"),
                 ("outcome", "结果", "outcome"),
+                ("charge", "话费", "charge"),
             ),
         )
     )
     print(f"\n挂断 hung up by the guard: {hangups}\n")
     print("罚款台账 fine ledger")
-    print(render_offences(entries, zone, "table"))
+    if entries:
+        print(render_table([offence_row(e, zone) for e in entries], OFFENCE_COLUMNS))
+    else:
+        print("台账中没有符合条件的记录 — no offences match.")
     print(f"\n台账数据库 ledger database: {url}")

@@ -1,4 +1,10 @@
-"""What the ledger gives back: stored offences, adjustments, register lines, totals."""
+"""What the ledger gives back: stored offences, adjustments, register lines, totals.
+
+These are read models: values the ledger builds from its rows, which reports, the console and
+the use cases work with. The rules that decide what they mean (what excuses a fine, what a
+charge learnt after the offence adds to it, how a cut call finally turned out) live here with
+them.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from pbxguard.domain.penalties import ZERO, Fine, Sanction
-from pbxguard.domain.records import CallRef, Outcome
+from pbxguard.domain.penalties import ZERO, Fine, Sanction, yuan
+from pbxguard.domain.records import CallRef, OffenceOutcome, Outcome, final_outcome
 
 
 class AdjustmentKind(enum.StrEnum):
@@ -45,8 +51,14 @@ class OffenceEntry:
         id: the ledger's row id (what adjustments refer to).
         key: the idempotency key it was recorded under.
         ladder: the escalation ladder its prior offences were counted under.
-        fine: the fine assessed when it was recorded; ``amount`` applies the adjustments.
+        outcome: what the guard did when it was recorded (refused, cut ordered, monitored).
+        fine: the fine assessed when it was recorded; ``amount`` applies the adjustments and the
+            charge learnt when the call ended.
         adjustments: waivers, appeals and decisions, oldest first.
+        ending: how the call ended, once Asterisk reported it.
+        charge_multiple: what each yuan of a charge learnt later adds to the fine (PR-1: 20).
+        head_share: the department head's joint share of the fine (000 L863: 0.20).
+        site: the site (PBX) it happened at.
     """
 
     id: int
@@ -71,6 +83,22 @@ class OffenceEntry:
     detail_en: str
     policy_version: str
     adjustments: tuple[Adjustment, ...] = ()
+    ending: OffenceOutcome | None = None
+    charge_multiple: Decimal = ZERO
+    head_share: Decimal = ZERO
+    site: str = ""
+
+    @property
+    def final_outcome(self) -> Outcome:
+        """What finally happened: refused, hung up, not stopped, monitored, unobserved ..."""
+        return final_outcome(self.outcome, self.ending.ending if self.ending else None)
+
+    @property
+    def extra(self) -> Decimal:
+        """What the call's charge, learnt when it ended, adds to the fine."""
+        if self.ending is None or not self.charge_multiple:
+            return ZERO
+        return yuan(self.charge_multiple * self.ending.charge)
 
     @property
     def excused(self) -> bool:
@@ -93,13 +121,15 @@ class OffenceEntry:
 
     @property
     def amount(self) -> Decimal:
-        """Return what is owed: the assessed amount, or 0 once excused."""
-        return ZERO if self.excused else self.fine.amount
+        """Return what is owed: the assessed amount plus what the charge adds, 0 once excused."""
+        return ZERO if self.excused else self.fine.amount + self.extra
 
     @property
     def department_head_amount(self) -> Decimal:
         """Return the department head's joint share still owed."""
-        return ZERO if self.excused else self.fine.department_head_amount
+        if self.excused:
+            return ZERO
+        return self.fine.department_head_amount + yuan(self.extra * self.head_share)
 
     @property
     def sanctions(self) -> tuple[Sanction, ...]:
@@ -109,7 +139,16 @@ class OffenceEntry:
     @property
     def charge(self) -> Decimal:
         """Return the call's charge the fine was computed from."""
+        if self.ending is not None and self.ending.charge:
+            return self.ending.charge
         return self.fine.charge
+
+    @property
+    def call_talk_time(self) -> timedelta:
+        """Return how long the call talked, from its ending when known."""
+        if self.ending is not None:
+            return self.ending.talk_time
+        return self.talk_time
 
     @property
     def escalation_step(self) -> int:
@@ -145,6 +184,7 @@ class RegisterEntry:
     outcome: str = ""
     filled_by: str = ""
     filled_at: datetime | None = None
+    site: str = ""
 
     @property
     def filled(self) -> bool:
@@ -186,3 +226,19 @@ class CodeInfo:
     expires_at: datetime | None
     used: int
     ended: str
+
+
+@dataclass(frozen=True, slots=True)
+class OffenceFilter:
+    """Which offences to list; every field narrows the list (None: no condition).
+
+    ``start``/``end`` bound the offence time (half-open); ``site`` picks one PBX's offences.
+    """
+
+    person: str | None = None
+    department: str | None = None
+    rule: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    site: str | None = None
+    outcome: Outcome | None = None

@@ -1,0 +1,502 @@
+"""Offences: priced when stored, excused by adjustments, completed by how the call ended.
+
+An offence is priced when it is stored, from the person's prior offences under the same ladder
+in the penalty's window (reckoned in the site's timezone), at or before the offence, not
+excused. A batch of offences costs one query per (person, ladder) for those priors, whatever
+its size. Writers are serialised by the chain (SQLite's write lock; PostgreSQL's advisory lock
+per stream), so two offences of one person never both count zero priors, across several
+pbxguard processes too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Select, and_, func, select
+
+from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession
+from pbxguard.adapters.ledger.schema import adjustments, offence_outcomes, offences
+from pbxguard.domain.entries import (
+    Adjustment,
+    AdjustmentKind,
+    FineTotal,
+    OffenceEntry,
+    OffenceFilter,
+)
+from pbxguard.domain.penalties import ZERO, Fine, Sanction, assess, window_bounds, yuan
+from pbxguard.domain.policy import Rule
+from pbxguard.domain.records import (
+    CallRef,
+    Ending,
+    OffenceDraft,
+    OffenceFact,
+    OffenceOutcome,
+    Outcome,
+)
+from pbxguard.errors import LedgerError
+
+_EXCUSING = [kind.value for kind in AdjustmentKind if kind.excuses]
+EVERY_OFFENCE = OffenceFilter()
+_PAGE = 1000
+
+
+def _ms(duration: timedelta) -> int:
+    return duration // timedelta(milliseconds=1)
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise LedgerError(f"{what} must be a timezone-aware datetime")
+    return value
+
+
+def _call_ref(linkedid: str, uniqueid: str, channel: str) -> CallRef | None:
+    if not (linkedid or uniqueid or channel):
+        return None
+    return CallRef(linkedid, uniqueid, channel)
+
+
+def _adjustment(row: Any) -> Adjustment:
+    return Adjustment(
+        id=row.id,
+        offence_id=row.offence_id,
+        kind=AdjustmentKind(row.kind),
+        by=row.actor,
+        reason=row.reason,
+        at=row.at,
+    )
+
+
+def _ending(row: Any) -> OffenceOutcome | None:
+    if row.o_ending is None:
+        return None
+    return OffenceOutcome(
+        key=row.key,
+        at=row.o_at,
+        ending=Ending(row.o_ending),
+        answered_at=row.o_answered_at,
+        ended_at=row.o_ended_at,
+        talk_time=timedelta(milliseconds=row.o_talk_ms),
+        charge=row.o_charge,
+        answer_estimated=bool(row.o_answer_estimated),
+        cause=row.o_cause,
+    )
+
+
+def offence_entry(row: Any, found: Sequence[Adjustment] = ()) -> OffenceEntry:
+    """Build an `OffenceEntry` from a row of `_listing` (the offence and its ending)."""
+    return OffenceEntry(
+        id=row.id,
+        key=row.key,
+        rule_id=row.rule_id,
+        ladder=row.ladder,
+        rule_title_zh=row.rule_title_zh,
+        rule_title_en=row.rule_title_en,
+        citation=row.citation,
+        at=row.at,
+        call=_call_ref(row.linkedid, row.uniqueid, row.channel),
+        extension=row.extension,
+        person_id=row.person_id,
+        person_name=row.person_name,
+        department=row.department,
+        number=row.number,
+        number_class=row.number_class,
+        talk_time=timedelta(milliseconds=row.talk_ms),
+        outcome=Outcome(row.outcome),
+        fine=Fine(
+            amount=row.amount,
+            sanctions=tuple(Sanction(s) for s in row.sanctions.split(",") if s),
+            escalation_step=row.escalation_step,
+            repeat_offender=bool(row.repeat_offender),
+            charge=row.charge,
+            department_head_amount=row.department_head_amount,
+        ),
+        detail_zh=row.detail_zh,
+        detail_en=row.detail_en,
+        policy_version=row.policy_version,
+        adjustments=tuple(found),
+        ending=_ending(row),
+        charge_multiple=row.charge_multiple,
+        head_share=row.head_share,
+        site=row.site,
+    )
+
+
+def _listing() -> Select[Any]:
+    o = offence_outcomes.c
+    return select(
+        offences,
+        o.at.label("o_at"),
+        o.ending.label("o_ending"),
+        o.answered_at.label("o_answered_at"),
+        o.ended_at.label("o_ended_at"),
+        o.talk_ms.label("o_talk_ms"),
+        o.charge.label("o_charge"),
+        o.answer_estimated.label("o_answer_estimated"),
+        o.cause.label("o_cause"),
+    ).select_from(offences.outerjoin(offence_outcomes, offence_outcomes.c.key == offences.c.key))
+
+
+def _filtered(query: Select[Any], where: OffenceFilter) -> Select[Any]:
+    c = offences.c
+    if where.person is not None:
+        query = query.where(c.person_id == where.person)
+    if where.department is not None:
+        query = query.where(c.department == where.department)
+    if where.rule is not None:
+        query = query.where(c.rule_id == where.rule)
+    if where.start is not None:
+        query = query.where(c.at >= _aware(where.start, "start"))
+    if where.end is not None:
+        query = query.where(c.at < _aware(where.end, "end"))
+    if where.site is not None:
+        query = query.where(c.site == where.site)
+    return query
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def _ladder(rule: Rule) -> str:
+    return (rule.penalty.ladder if rule.penalty is not None else "") or rule.id
+
+
+def _subject(draft: OffenceDraft) -> tuple[str, str]:
+    """Whose priors count: the person, or for an unknown person the extension."""
+    return (draft.person_id, "") if draft.person_id else ("", draft.extension)
+
+
+def _prior_times(
+    session: LedgerSession, subject: tuple[str, str], ladder: str, since: datetime | None
+) -> list[datetime]:
+    c = offences.c
+    excused = select(adjustments.c.offence_id).where(adjustments.c.kind.in_(_EXCUSING))
+    query = select(c.at).where(c.person_id == subject[0], c.ladder == ladder, c.id.not_in(excused))
+    if not subject[0]:
+        query = query.where(c.extension == subject[1])
+    if since is not None:
+        query = query.where(c.at >= since)
+    return [row.at for row in session.execute(query)]
+
+
+def record_offences(session: LedgerSession, items: Sequence[OffenceFact]) -> list[OffenceEntry]:
+    """Price and store offences not stored yet (by key); return the new entries, in order."""
+    for item in items:
+        if item.draft.rule_id != item.rule.id:
+            raise LedgerError(
+                f"offence {item.draft.key} is for {item.draft.rule_id}, not {item.rule.id}"
+            )
+        _aware(item.draft.at, "offence time")
+    done = session.existing("offences", "key", [i.draft.key for i in items])
+    fresh: list[OffenceFact] = []
+    for item in items:
+        if item.draft.key not in done:
+            done.add(item.draft.key)
+            fresh.append(item)
+    if not fresh:
+        return []
+    # Claim the stream before counting priors: another writer of the same site waits here.
+    session.head("offences")
+    windows: dict[tuple[str, str, str], datetime | None] = {}
+    for item in fresh:
+        penalty = item.rule.penalty
+        if penalty is None:
+            continue
+        start, _ = window_bounds(penalty.window, item.draft.at.astimezone(item.timezone))
+        key = (*_subject(item.draft), _ladder(item.rule))
+        earliest = windows.get(key, start)
+        windows[key] = None if start is None or earliest is None else min(start, earliest)
+    priors = {key: _prior_times(session, key[:2], key[2], since) for key, since in windows.items()}
+    rows = [_priced_row(item, priors) for item in sorted(fresh, key=lambda i: i.draft.at)]
+    ids = session.append("offences", rows)
+    return [
+        offence_entry(_as_row(dict(row, id=row_id))) for row, row_id in zip(rows, ids, strict=True)
+    ]
+
+
+def _priced_row(
+    item: OffenceFact, priors: dict[tuple[str, str, str], list[datetime]]
+) -> dict[str, Any]:
+    draft, rule = item.draft, item.rule
+    penalty = rule.penalty
+    ladder = _ladder(rule)
+    multiple = head_share = ZERO
+    if penalty is None:
+        fine = Fine(amount=ZERO, sanctions=(), escalation_step=1, charge=draft.charge)
+    else:
+        key = (*_subject(draft), ladder)
+        start, _ = window_bounds(penalty.window, draft.at.astimezone(item.timezone))
+        times = priors.setdefault(key, [])
+        prior = sum(1 for t in times if t <= draft.at and (start is None or t >= start))
+        fine = assess(
+            penalty, prior_offences=prior, charge=draft.charge, number_class=draft.number_class
+        )
+        times.append(draft.at)
+        step = penalty.steps[min(prior, len(penalty.steps) - 1)]
+        multiple = step.charge_multiple
+        head_share = penalty.department_head_share
+    call = draft.call
+    return {
+        "key": draft.key,
+        "rule_id": rule.id,
+        "ladder": ladder,
+        "rule_title_zh": rule.title_zh,
+        "rule_title_en": rule.title_en,
+        "citation": rule.citation,
+        "person_id": draft.person_id,
+        "person_name": draft.person_name,
+        "department": draft.department,
+        "extension": draft.extension,
+        "number": draft.number,
+        "number_class": draft.number_class,
+        "amount": fine.amount,
+        "sanctions": ",".join(s.value for s in fine.sanctions),
+        "escalation_step": fine.escalation_step,
+        "repeat_offender": fine.repeat_offender,
+        "department_head_amount": fine.department_head_amount,
+        "charge": fine.charge,
+        "talk_ms": _ms(draft.talk_time),
+        "outcome": draft.outcome.value,
+        "linkedid": call.linkedid if call else "",
+        "uniqueid": call.uniqueid if call else "",
+        "channel": call.channel if call else "",
+        "detail_zh": draft.detail_zh,
+        "detail_en": draft.detail_en,
+        "policy_version": draft.policy_version,
+        "at": draft.at,
+        "charge_multiple": yuan(multiple),
+        "head_share": yuan(head_share),
+    }
+
+
+class _RowView:
+    """A dict seen as a row of `_listing` (for entries built from rows just written)."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("o_"):
+            return None
+        return self._data[name]
+
+
+def _as_row(data: Mapping[str, Any]) -> Any:
+    return _RowView(data)
+
+
+def record_outcomes(session: LedgerSession, outcomes: Sequence[OffenceOutcome]) -> int:
+    """Store how offences' calls ended (once per offence key); return how many were new."""
+    done = session.existing("offence_outcomes", "key", [o.key for o in outcomes])
+    rows: list[dict[str, Any]] = []
+    for outcome in outcomes:
+        if outcome.key in done:
+            continue
+        done.add(outcome.key)
+        rows.append(
+            {
+                "key": outcome.key,
+                "at": _aware(outcome.at, "outcome time"),
+                "ending": outcome.ending.value,
+                "answered_at": outcome.answered_at,
+                "ended_at": outcome.ended_at,
+                "talk_ms": _ms(outcome.talk_time),
+                "charge": yuan(outcome.charge),
+                "answer_estimated": outcome.answer_estimated,
+                "cause": outcome.cause,
+            }
+        )
+    session.append("offence_outcomes", rows)
+    return len(rows)
+
+
+# -- the book ----------------------------------------------------------------------------------
+
+
+class OffenceBook:
+    """The offences of the ledger: store, adjust, list, total."""
+
+    def __init__(self, database: LedgerDatabase) -> None:
+        self._db = database
+
+    def record(self, draft: OffenceDraft, rule: Rule, *, timezone: ZoneInfo) -> OffenceEntry:
+        """Price and store one offence (once per key); return it as stored."""
+        with self._db.write() as session:
+            record_offences(session, [OffenceFact(draft, rule, timezone)])
+            found = self._by_key(session, draft.key)
+        assert found is not None
+        return found
+
+    def record_outcome(self, outcome: OffenceOutcome) -> bool:
+        """Store how an offence's call ended; return True when it was new."""
+        with self._db.write() as session:
+            return record_outcomes(session, [outcome]) == 1
+
+    def by_key(self, key: str) -> OffenceEntry | None:
+        """Return the offence stored under ``key``, if any."""
+        with self._db.read() as session:
+            return self._by_key(session, key)
+
+    def by_id(self, offence_id: int) -> OffenceEntry | None:
+        """Return offence number ``offence_id``, if any."""
+        with self._db.read() as session:
+            row = session.execute(_listing().where(offences.c.id == offence_id)).first()
+            if row is None:
+                return None
+            return offence_entry(row, self._adjustments(session, [row.id]).get(row.id, ()))
+
+    def _by_key(self, session: LedgerSession, key: str) -> OffenceEntry | None:
+        row = session.execute(_listing().where(offences.c.key == key)).first()
+        if row is None:
+            return None
+        return offence_entry(row, self._adjustments(session, [row.id]).get(row.id, ()))
+
+    @staticmethod
+    def _adjustments(session: LedgerSession, ids: Sequence[int]) -> dict[int, list[Adjustment]]:
+        found: dict[int, list[Adjustment]] = {}
+        if not ids:
+            return found
+        rows = session.execute(
+            select(adjustments).where(adjustments.c.offence_id.in_(ids)).order_by(adjustments.c.id)
+        )
+        for row in rows:
+            found.setdefault(row.offence_id, []).append(_adjustment(row))
+        return found
+
+    def add_adjustment(
+        self,
+        offence_id: int,
+        kind: AdjustmentKind,
+        *,
+        by: str,
+        reason: str,
+        at: datetime,
+    ) -> OffenceEntry:
+        """Record a waiver, an appeal or an appeal decision; return the offence as it now stands.
+
+        Raises:
+            LedgerError: the offence does not exist, the reason is empty, or an appeal decision
+                has no open appeal to decide.
+        """
+        _aware(at, "adjustment time")
+        if not reason.strip():
+            raise LedgerError("an adjustment needs a reason")
+        if not by.strip():
+            raise LedgerError("an adjustment needs the name of who made it")
+        with self._db.write() as session:
+            row = session.execute(_listing().where(offences.c.id == offence_id)).first()
+            if row is None:
+                raise LedgerError(f"no offence {offence_id} in the ledger")
+            before = offence_entry(
+                row, self._adjustments(session, [offence_id]).get(offence_id, ())
+            )
+            decides = kind in (AdjustmentKind.APPEAL_ALLOWED, AdjustmentKind.APPEAL_DISMISSED)
+            if decides and not before.appeal_pending:
+                raise LedgerError(f"offence {offence_id} has no open appeal to decide")
+            session.append(
+                "adjustments",
+                [
+                    {
+                        "offence_id": offence_id,
+                        "kind": kind.value,
+                        "actor": by,
+                        "reason": reason,
+                        "at": at,
+                        "site": row.site,
+                    }
+                ],
+            )
+            return offence_entry(row, self._adjustments(session, [offence_id]).get(offence_id, ()))
+
+    def iter_offences(self, where: OffenceFilter = EVERY_OFFENCE) -> Iterator[OffenceEntry]:
+        """Yield offences, oldest first, page by page (bounded memory for any ledger size)."""
+        after: tuple[datetime, int] | None = None
+        while True:
+            with self._db.read() as session:
+                query = _filtered(_listing(), where).order_by(offences.c.at, offences.c.id)
+                if after is not None:
+                    query = query.where(
+                        (offences.c.at > after[0])
+                        | and_(offences.c.at == after[0], offences.c.id > after[1])
+                    )
+                rows = list(session.execute(query.limit(_PAGE)))
+                found = self._adjustments(session, [r.id for r in rows])
+            for row in rows:
+                entry = offence_entry(row, found.get(row.id, ()))
+                if where.outcome is None or entry.final_outcome is where.outcome:
+                    yield entry
+            if len(rows) < _PAGE:
+                return
+            after = (rows[-1].at, rows[-1].id)
+
+    def offences(self, where: OffenceFilter = EVERY_OFFENCE) -> list[OffenceEntry]:
+        """Return offences, oldest first, with their adjustments and endings."""
+        return list(self.iter_offences(where))
+
+    def totals_by_person(self, where: OffenceFilter) -> list[FineTotal]:
+        """Return what each person owes, largest amount first."""
+        return _totals(self.iter_offences(where), lambda e: e.person_id)
+
+    def totals_by_department(self, where: OffenceFilter) -> list[FineTotal]:
+        """Return what each department's staff owe, largest amount first."""
+        return _totals(self.iter_offences(where), lambda e: e.department)
+
+    def fund_balance(self, where: OffenceFilter = EVERY_OFFENCE) -> Decimal:
+        """Return the fines not excused, joint shares included: the staff fund (000 L337)."""
+        total = ZERO
+        for entry in self.iter_offences(where):
+            total += entry.amount + entry.department_head_amount
+        return total
+
+    def open_cuts(self, since: datetime) -> list[OffenceEntry]:
+        """Return offences whose hangup was ordered since ``since`` and whose ending is unknown."""
+        query = (
+            _listing()
+            .where(
+                offences.c.site == self._db.site,
+                offences.c.outcome == Outcome.CUT_ORDERED.value,
+                offences.c.at >= _aware(since, "since"),
+                offence_outcomes.c.id.is_(None),
+            )
+            .order_by(offences.c.at)
+        )
+        with self._db.read() as session:
+            return [offence_entry(row) for row in session.execute(query)]
+
+    def count(self, where: OffenceFilter = EVERY_OFFENCE) -> int:
+        """Return how many offences match (SQL-side, for pages and health)."""
+        with self._db.read() as session:
+            query = _filtered(select(func.count()).select_from(offences), where)
+            return int(session.execute(query).scalar_one())
+
+
+@dataclass(slots=True)
+class _Sum:
+    offences: int = 0
+    amount: Decimal = ZERO
+    head: Decimal = ZERO
+    excused: int = 0
+
+
+def _totals(
+    entries: Iterator[OffenceEntry], subject_of: Callable[[OffenceEntry], str]
+) -> list[FineTotal]:
+    sums: dict[str, _Sum] = {}
+    for entry in entries:
+        total = sums.setdefault(subject_of(entry), _Sum())
+        total.offences += 1
+        total.amount += entry.amount
+        total.head += entry.department_head_amount
+        total.excused += 1 if entry.excused else 0
+    return sorted(
+        (
+            FineTotal(subject, t.offences, t.amount, t.head, t.excused)
+            for subject, t in sums.items()
+        ),
+        key=lambda t: (-t.amount, t.subject),
+    )

@@ -1,0 +1,27 @@
+"""Check one call: the verdict the guard gives, the same for ``pbxguard check`` and the daemon.
+
+Both ask `check_call` with the same inputs: the policy, the approvals on record and the rota
+(who answers for a shared line). The daemon passes the approvals it holds (uses counted so far
+included); the command line reads them from the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from pbxguard.domain.approvals import Approval
+from pbxguard.domain.evaluate import CallAttempt, Decision
+from pbxguard.domain.judging import judge
+from pbxguard.domain.policy import Policy
+
+
+def check_call(
+    attempt: CallAttempt,
+    *,
+    policy: Policy,
+    approvals: Iterable[Approval],
+    now: datetime,
+) -> Decision:
+    """Return the verdict the pre-dial layer gives ``attempt`` (``pin`` included)."""
+    return judge(attempt, policy, now=now, approvals=approvals, allow_pin=True)

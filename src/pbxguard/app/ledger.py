@@ -1,0 +1,46 @@
+"""Ledger queries as the auditors ask them: by person, department, month, rule, outcome, site."""
+
+from __future__ import annotations
+
+from pbxguard.domain.entries import OffenceFilter
+from pbxguard.domain.periods import month_bounds
+from pbxguard.domain.policy import Policy
+from pbxguard.domain.records import Outcome
+from pbxguard.errors import RequestError
+
+
+def offence_filter(
+    policy: Policy,
+    *,
+    person: str | None = None,
+    department: str | None = None,
+    month: str | None = None,
+    rule: str | None = None,
+    outcome: str | None = None,
+    site: str | None = None,
+) -> OffenceFilter:
+    """Build the filter for a listing; ``month`` is "YYYY-MM" in the site's timezone.
+
+    Raises:
+        ConfigError: the month is not YYYY-MM.
+        RequestError: the outcome is not one pbxguard records.
+    """
+    start = end = None
+    if month is not None:
+        start, end = month_bounds(month, policy.timezone)
+    wanted: Outcome | None = None
+    if outcome is not None:
+        try:
+            wanted = Outcome(outcome)
+        except ValueError as error:
+            known = ", ".join(o.value for o in Outcome)
+            raise RequestError(f"--outcome {outcome!r}: one of {known}") from error
+    return OffenceFilter(
+        person=person,
+        department=department,
+        rule=rule,
+        start=start,
+        end=end,
+        site=site,
+        outcome=wanted,
+    )

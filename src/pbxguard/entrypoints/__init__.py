@@ -1,0 +1,1 @@
+"""The shell: the command line, the daemon, the demo (and the web console): parsing and showing."""

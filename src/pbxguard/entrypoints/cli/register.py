@@ -1,0 +1,90 @@
+"""``pbxguard register``: the month's long-distance register (长话登记表), and filling it in."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+from pathlib import Path
+
+from pbxguard.adapters.ledger import RegisterBook
+from pbxguard.app.register import fill_entry, month_entries
+from pbxguard.domain.periods import month_of
+from pbxguard.entrypoints.cli.context import CliContext
+from pbxguard.entrypoints.cli.output import binary_output, text_output
+from pbxguard.entrypoints.render import (
+    REGISTER_COLUMNS,
+    register_cells,
+    register_row,
+    render_table,
+    write_csv,
+    write_json,
+    write_xlsx,
+)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """Print or write the month's register, or fill an entry in."""
+    context = CliContext(args.config)
+    if getattr(args, "register_command", None) == "fill":
+        return _fill(context, args)
+    return _report(context, args)
+
+
+def _report(context: CliContext, args: argparse.Namespace) -> int:
+    policy = context.policy
+    zone = policy.timezone
+    month = args.month or month_of(context.now(), zone)
+    fill_within = timedelta(hours=policy.register_fill_hours)
+    now = context.now()
+    with context.reading() as database:
+        entries = month_entries(RegisterBook(database), policy, month) if database else []
+    rows = [register_row(e, zone, now=now, fill_within=fill_within) for e in entries]
+    if args.format == "xlsx":
+        path = Path(args.output or f"register-{month}.xlsx")
+        with binary_output(path) as out:
+            write_xlsx(
+                rows,
+                REGISTER_COLUMNS,
+                out,
+                title=f"长话登记表 Long-distance register · {month} · {policy.site}",
+                sheet_name=f"长话登记表 {month}",
+                cells=register_cells(zone),
+            )
+        print(f"已写入 written: {path} ({len(rows)} 条 entries)")
+        return 0
+    if args.format in ("csv", "json"):
+        with text_output(args.output) as out:
+            if args.format == "csv":
+                write_csv(rows, REGISTER_COLUMNS, out, bom=args.output is not None)
+            else:
+                write_json(rows, out)
+        if args.output:
+            print(f"已写入 written: {args.output} ({len(rows)} 条 entries)")
+        return 0
+    if not rows:
+        print("登记表中没有记录 — the register has no entries for this month.")
+        return 0
+    unfilled = sum(1 for e in entries if not e.filled)
+    print(render_table(rows, REGISTER_COLUMNS))
+    print(f"\n合计 total: {len(rows)} 条 entries, 未登记 unfilled: {unfilled}")
+    return 0
+
+
+def _fill(context: CliContext, args: argparse.Namespace) -> int:
+    with context.writing() as database:
+        entry = fill_entry(
+            RegisterBook(database),
+            entry_id=args.id,
+            subject=args.subject,
+            outcome=args.outcome,
+            by=args.by,
+            now=context.now(),
+            callee_name=args.callee_name,
+        )
+    row = register_row(entry, context.zone)
+    print(f"已登记 filled: 编号 entry {entry.id}")
+    print(f"  {row['caller']} ({row['extension']}) → {row['callee_number']} {row['callee_name']}")
+    print(f"  {row['start']} – {row['end']} ({row['duration']})")
+    print(f"  联络事项 subject: {entry.subject}")
+    print(f"  交涉结果 outcome: {entry.outcome}")
+    return 0
