@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,13 +16,21 @@ from tests.support.pbx.daemon import PbxGuardProcess
 from tests.support.pbx.measure import figures
 from tests.support.pbx.site import PbxSite
 
+#: Set to a directory to keep each run's files (logs of Asterisk, pjsua and pbxguard) there.
+KEEP_ENV = "PBXGUARD_PBX_KEEP"
+
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def site() -> AsyncIterator[PbxSite]:
     """Asterisk 22 with the project's dialplan, its AMI proxy, the phones and the carrier."""
     archive = bundle_or_skip()
-    with tempfile.TemporaryDirectory(prefix="pbxguard-pbx-") as tmp:
-        workdir = Path(tmp)
+    keep = os.environ.get(KEEP_ENV)
+    with contextlib.ExitStack() as stack:
+        if keep:
+            # Kept for a post-mortem: Asterisk's logs, every pjsua's output, pbxguard's logs.
+            workdir = Path(tempfile.mkdtemp(prefix="pbxguard-pbx-", dir=keep))
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pbxguard-pbx-")))
         try:
             runtime = unpack(archive, workdir / "bundle")
         except BundleBroken as exc:

@@ -92,6 +92,7 @@ async def test_the_pin_route_takes_rfc4733_digits_and_lets_the_call_out(
     call = pbx.dial("2001", "01087654321")
     answered = await call.wait_state("CONFIRMED")  # Read() answered the caller's own leg
     await prompted(pbx, mark, 1)
+    await pbx.receiving_media("2001")
     assert call.at_carrier() == []
     pbx.phones["2001"].send_dtmf("246810#")
     invite = await call.reaches_carrier(within=20)
@@ -125,12 +126,20 @@ async def test_a_wrong_code_three_times_refuses_the_call(
     call = pbx.dial("2001", "01087654321")
     await call.wait_state("CONFIRMED")
     phone = pbx.phones["2001"]
+    await pbx.receiving_media("2001")
     for attempt in range(1, 4):
         await prompted(pbx, mark, attempt)
         phone.send_dtmf("111111#")
-    ended = await call.ended(within=20)
+    await call.ended(within=20)
     await pbx.quiesce()
     assert call.at_carrier() == []
-    assert ended.code == 403
+    # Read() had answered the caller's leg, so the refusal is a hang-up with cause 21.
+    channel = pbx.events.channel_of("2001", "01087654321", since=mark)
+    causes = [
+        e.get("Cause")
+        for e in pbx.events.since(mark)
+        if e.event == "Hangup" and e.get("Channel") == channel
+    ]
+    assert causes == ["21"]
     verdicts = [line["verdict"] for line in guard.logged("pre-dial verdict")]
     assert verdicts == ["pin", "pin", "pin", "deny"]

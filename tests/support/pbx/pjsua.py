@@ -220,6 +220,7 @@ class Phone:
         argv = [
             str(self.runtime / "pjsua.sh"),
             "--null-audio",
+            "--no-vad",
             "--no-tcp",
             "--no-color",
             f"--bound-addr={HOST}",

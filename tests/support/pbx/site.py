@@ -217,6 +217,27 @@ class PbxSite:
             while await self.asterisk.active_channels():  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
 
+    async def receiving_media(self, ext: str, packets: int = 10, within: float = WAIT) -> int:
+        """Wait until Asterisk has received ``packets`` RTP packets from ``ext``'s call.
+
+        Asterisk drops RTP from a new source until it has seen a few packets in a row (strict
+        RTP learning), telephone events included: digits sent the instant a call is answered
+        can be lost, as they would be from a real phone whose user typed that fast.
+        """
+        async with asyncio.timeout(within):
+            while True:
+                out = await self.asterisk.cli("pjsip show channelstats")
+                for line in out.splitlines():
+                    words = line.split()
+                    channel = next((w for w in words if w.startswith(f"{ext}-")), None)
+                    if channel is None:
+                        continue
+                    after = words[words.index(channel) + 1 :]
+                    # UpTime, Codec, then the receive count.
+                    if len(after) >= 3 and after[2].isdigit() and int(after[2]) >= packets:
+                        return int(after[2])
+                await asyncio.sleep(0.05)
+
     # -- calls --------------------------------------------------------------------------------
 
     def uri(self, number: str) -> str:
