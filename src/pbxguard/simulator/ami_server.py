@@ -14,8 +14,10 @@ logged-in session that asked for them, and when the client goes away the replay 
 server keeps the state a real PBX would report: live channels, their applications and bridges,
 device states and PJSIP contacts. It answers the actions pbxguard uses (``Ping``, ``Logoff``,
 ``CoreShowChannels``, ``DeviceStateList``, ``PJSIPShowContacts``, ``Hangup``) as Asterisk does;
-``Hangup`` of a live recorded channel makes the server emit what Asterisk emits (the pattern
-captured in ``hk-call-cut-by-ami-hangup``) and drop the rest of that call from the replay.
+``Hangup`` of a live recorded channel makes the server emit what Asterisk emits (for half of a
+Local pair, the pattern captured in ``hk-call-cut-by-ami-hangup``; for a PJSIP phone or trunk
+leg, the pattern the real-PBX tier records, ``tests/pbx``) and drop the rest of that call from
+the replay.
 
 For tests it records every action received, offers ``wait_for_*`` helpers, and injects faults:
 dropping connections after a number of events, and half-open connections that swallow
@@ -106,6 +108,8 @@ _CAUSE_TEXT: Final = {
     34: "Circuit/channel congestion",
     127: "Interworking, unspecified",
 }
+# The SIP response chan_pjsip gives for a Q.850 cause (hangup_cause2sip), shown as TechCause.
+_SIP_CODE: Final = {1: 404, 17: 486, 18: 408, 19: 480, 21: 403, 27: 502, 34: 503, 127: 500}
 _OFF_WORDS: Final = frozenset({"off", "no", "false", "0"})
 _ON_WORDS: Final = frozenset({"on", "yes", "true", "1", "all"})
 _READ_SIZE: Final = 64 * 1024
@@ -385,6 +389,7 @@ class _PbxState:
         members = [c for c in self.channels.values() if c.linkedid == linkedid]
         member_names = {c.name for c in members}
         events: list[list[tuple[str, str]]] = []
+        dialling: list[_Channel] = []
         for key in [k for k in self.dials if k[0] in member_names or k[1] in member_names]:
             caller, dest = self.channels.get(key[0]), self.channels.get(key[1])
             del self.dials[key]
@@ -396,8 +401,14 @@ class _PbxState:
                 + _snapshot_fields(dest, "Dest")
                 + [("DialStatus", "NOANSWER")]
             )
+            if dest is target:
+                dialling.append(caller)
         partner_name = _local_partner(target_name)
         partner = self.channels.get(partner_name) if partner_name in member_names else None
+        if partner is None:
+            others = [c for c in members if c is not target]
+            self._cut_channel(target, others, dialling, cause, header=header, events=events)
+            return self._devices_free([target, *others], linkedid, header, events)
         # Asterisk queues the hangup to the other half of a Local pair (see the recording).
         requested = partner or target
         events.append(
@@ -415,6 +426,56 @@ class _PbxState:
                 + [("Cause", str(cause)), ("Cause-txt", cause_text)]
             )
             self._forget(channel.name)
+        return self._devices_free(order, linkedid, header, events)
+
+    def _cut_channel(
+        self,
+        target: _Channel,
+        others: list[_Channel],
+        dialling: list[_Channel],
+        cause: int,
+        *,
+        header: Callable[[str], list[tuple[str, str]]],
+        events: list[list[tuple[str, str]]],
+    ) -> None:
+        """Hang up a channel that is not half of a Local pair (a PJSIP phone or trunk leg).
+
+        As a real Asterisk 22 does (tests/pbx): no HangupRequest; a caller whose Dial to the
+        target fails is asked to hang up (its dialplan goes on to Hangup) and ends with the
+        target's cause; a bridged peer is left alone in the bridge and ends normally (16).
+        PJSIP channels carry the SIP code of their cause in TechCause.
+        """
+        events.extend(
+            header("SoftHangupRequest") + _snapshot_fields(caller, "") + [("Cause", "16")]
+            for caller in dialling
+        )
+        if target.bridge_id:
+            events.extend(self._leave_bridge(target, header))
+        events.append(_hangup_fields(target, cause, header))
+        self._forget(target.name)
+        for channel in others:
+            if channel in dialling:
+                events.append(_hangup_fields(channel, cause, header))
+            else:
+                if channel.bridge_id:
+                    leave, *destroy = self._leave_bridge(channel, header)
+                    events.append(leave)
+                    events.append(
+                        header("SoftHangupRequest")
+                        + _snapshot_fields(channel, "")
+                        + [("Cause", "16")]
+                    )
+                    events.extend(destroy)
+                events.append(_hangup_fields(channel, 16, header))
+            self._forget(channel.name)
+
+    def _devices_free(
+        self,
+        order: list[_Channel],
+        linkedid: str,
+        header: Callable[[str], list[tuple[str, str]]],
+        events: list[list[tuple[str, str]]],
+    ) -> list[list[tuple[str, str]]]:
         devices = dict.fromkeys(c.device for c in order)
         for device in devices:
             if any(c.device == device for c in self.channels.values()):
@@ -442,6 +503,21 @@ class _PbxState:
             del self.bridges[bridge_id]
             events.append(header("BridgeDestroy") + list(bridge.items()))
         return events
+
+
+def _hangup_fields(
+    channel: _Channel, cause: int, header: Callable[[str], list[tuple[str, str]]]
+) -> list[tuple[str, str]]:
+    fields = [
+        *header("Hangup"),
+        *_snapshot_fields(channel, ""),
+        ("Cause", str(cause)),
+        ("Cause-txt", _CAUSE_TEXT.get(cause, "Unknown")),
+    ]
+    sip_code = _SIP_CODE.get(cause)
+    if channel.name.startswith("PJSIP/") and sip_code is not None:
+        fields.append(("TechCause", str(sip_code)))
+    return fields
 
 
 def _snapshot_fields(channel: _Channel, prefix: str) -> list[tuple[str, str]]:
@@ -1137,17 +1213,20 @@ def _contact_fields(uri: str, status: AmiMessage, seen_us: int | None) -> list[t
     host, _, port = host_port.partition(":")
     digest = hashlib.md5(uri.encode(), usedforsecurity=False).hexdigest()
     expires = "" if seen_us is None else str(seen_us // 1_000_000 + 3600)
+    # The fields and their order as Asterisk 22 lists them; "no" is how it prints booleans.
     return [
         ("ObjectType", "contact"),
         ("ObjectName", f"{aor};@{digest}"),
         ("ViaAddr", host),
-        ("ViaPort", port or "5060"),
         ("QualifyTimeout", "3.000000"),
+        ("Qualify2xxOnly", "false"),
+        ("CallId", f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"),
         ("RegServer", ""),
-        ("PruneOnBoot", "false"),
+        ("PruneOnBoot", "no"),
         ("Path", ""),
         ("Endpoint", status.get("EndpointName") or aor),
-        ("AuthenticateQualify", "false"),
+        ("ViaPort", port or "5060"),
+        ("AuthenticateQualify", "no"),
         ("Uri", uri),
         ("QualifyFrequency", "60"),
         ("UserAgent", ""),
@@ -1155,5 +1234,4 @@ def _contact_fields(uri: str, status: AmiMessage, seen_us: int | None) -> list[t
         ("OutboundProxy", ""),
         ("Status", status.get("ContactStatus") or "Unknown"),
         ("RoundtripUsec", status.get("RoundtripUsec") or "0"),
-        ("Qualify2xxOnly", "false"),
     ]
