@@ -122,7 +122,7 @@ async def test_an_inbound_call_occupying_the_alarm_phone_is_em1_and_cut(
         f"the {OCCUPANCY_GRACE} s grace of the tier's policy",
     )
     await pbx.quiesce()
-    [hangup] = guard.logged("call hung up")
+    [hangup] = guard.logged("hangup accepted")
     assert hangup["rule"] == "EM-1"
     assert hangup["channel"].startswith("PJSIP/8000-")
     await guard.stop()

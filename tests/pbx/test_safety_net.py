@@ -80,7 +80,7 @@ async def test_a_context_without_the_agi_step_is_cut_before_the_carrier_answers(
     assert (begin.get("Channel"), begin.get("DialString")) == (channel, f"{ABROAD}@carrier")
     assert ended.code is not None
     assert len(call.at_carrier()) == 1
-    [hangup] = guard.logged("call hung up")
+    [hangup] = guard.logged("hangup accepted")
     assert hangup["channel"] == begin.get("DestChannel")
     await guard.stop()
     rows = [(r["extension"], r["number"], r["rule"], r["outcome"]) for r in await guard.ledger()]
@@ -110,7 +110,7 @@ async def test_a_blind_transfer_to_an_outside_number_is_cut(
     assert begin.get("DialString") == f"{ABROAD}@carrier"
     first = next(e for e in pbx.events.since(mark) if e.event == "Newchannel")
     assert begin.get("Linkedid") == first.get("Uniqueid")
-    assert len(guard.logged("call hung up")) == 1
+    assert len(guard.logged("hangup accepted")) == 1
     await guard.stop()
     rows = [(r["number"], r["rule"], r["outcome"]) for r in await guard.ledger()]
     assert rows == [(ABROAD, "LD-2", "已挂断 hung up")]
@@ -138,7 +138,7 @@ async def test_an_ami_originate_of_the_trunk_is_cut(pbx: PbxSite, guard: PbxGuar
     assert begin.get("DialString") == f"{ABROAD}@carrier"
     originated = [e for e in pbx.events.since(mark) if e.event == "OriginateResponse"]
     assert [e.get("Response") for e in originated] == ["Failure"]
-    assert len(guard.logged("call hung up")) == 1
+    assert len(guard.logged("hangup accepted")) == 1
     await guard.stop()
     rows = [(r["number"], r["rule"], r["outcome"]) for r in await guard.ledger()]
     assert rows == [(ABROAD, "LD-2", "已挂断 hung up")]
@@ -169,7 +169,7 @@ async def test_a_call_made_while_ami_is_cut_is_cut_after_the_reconnection(
         "the outage, then the resync's hangup",
     )
     await pbx.quiesce()
-    assert len(guard.logged("call hung up")) == 1
+    assert len(guard.logged("hangup accepted")) == 1
     await guard.stop()
     rows = [(r["extension"], r["number"], r["rule"]) for r in await guard.ledger()]
     assert rows == [(BYPASS_PHONE, ABROAD, "LD-2")]

@@ -343,6 +343,15 @@ class Guard:
                 self._notifier.decision_made(effect.record)
             elif isinstance(effect, RecordOffence):
                 self.stats.offences += 1
+            elif isinstance(effect, RecordOffenceOutcome):
+                outcome = effect.outcome
+                log.info(
+                    "forbidden call ended",
+                    offence=outcome.key,
+                    ending=outcome.ending.value,
+                    talk_seconds=round(outcome.talk_time.total_seconds(), 3),
+                    cause=outcome.cause,
+                )
             elif isinstance(effect, RecordCall):
                 self.stats.calls += 1
 

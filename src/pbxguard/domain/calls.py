@@ -66,7 +66,7 @@ from pbxguard.domain.call_events import (
     TrackerEvent,
     VerdictGiven,
 )
-from pbxguard.domain.channels import ChannelPlan
+from pbxguard.domain.channels import ChannelPlan, TrunkRoute
 from pbxguard.domain.duty_calls import (
     Occupation,
     RingEnd,
@@ -93,6 +93,7 @@ from pbxguard.domain.enforcement import (
 )
 from pbxguard.domain.evaluate import CallAttempt, Decision, Verdict
 from pbxguard.domain.judging import judge
+from pbxguard.domain.numbers import NumberClass
 from pbxguard.domain.policy import Line, Mode, Policy
 from pbxguard.domain.records import (
     ApprovalUse,
@@ -768,12 +769,7 @@ class CallTracker:
                 continue
             attempt = call.attempts.get(item.channel)
             if attempt is None:
-                number = (
-                    self.channels.number_in_channel(route, item.channel)
-                    or item.connected_num
-                    or item.exten
-                    or call.dialled
-                )
+                number = self._dialled_on(route, item, call)
                 decision = self._decide(call, number, route.with_access_code, "", at)
                 effects.extend(
                     self._open_attempt(
@@ -787,6 +783,28 @@ class CallTracker:
                 attempt.answered_at = at
                 attempt.answer_estimated = True
         return effects
+
+    def _dialled_on(self, route: TrunkRoute, trunk: ChannelSeen, call: _Call) -> str:
+        """Return what a trunk leg found by a resync dials.
+
+        In the channel's name when the route says so; else what the caller's channel dialled;
+        the trunk leg's own fields last (its connected line is usually the caller). A
+        candidate that is no number at all (an ``s`` extension) is passed over.
+        """
+        candidates = [
+            self.channels.number_in_channel(route, trunk.channel) or "",
+            call.dialled,
+            trunk.exten,
+            trunk.connected_num,
+        ]
+        usable = [c for c in candidates if c]
+        for candidate in usable:
+            found = self.policy.classifier.classify(
+                candidate, with_access_code=route.with_access_code
+            )
+            if found.number_class is not NumberClass.INVALID:
+                return candidate
+        return usable[0] if usable else ""
 
     def _origin_of(self, linkedid: str, seen: list[ChannelSeen]) -> ChannelSeen:
         """Return the caller's channel: the one whose Uniqueid is the Linkedid, else a phone."""

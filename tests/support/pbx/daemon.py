@@ -91,6 +91,7 @@ def write_settings(
     path.write_text(
         f"policy = {_toml_value(str(policy))}\n"
         'log_level = "debug"\n'
+        f"state_dir = {_toml_value(str(workdir / 'state'))}\n"
         "[ami]\n"
         'host = "127.0.0.1"\n'
         f"port = {ami_port}\n"
@@ -102,8 +103,7 @@ def write_settings(
         'host = "127.0.0.1"\n'
         f"port = {agi_port}\n"
         "[ledger]\n"
-        f"url = {_toml_value('sqlite+aiosqlite:///' + str(workdir / 'ledger.sqlite3'))}\n"
-        f"spool = {_toml_value(str(workdir / 'ledger.spool'))}\n",
+        f"url = {_toml_value('sqlite:///' + str(workdir / 'ledger.sqlite3'))}\n",
         "utf-8",
     )
     return path
