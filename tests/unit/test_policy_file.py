@@ -462,3 +462,69 @@ def test_line_listed_twice(tmp_path: Path) -> None:
     error = load_error(path)
     assert error.line == line_of(text, 'extension = "8000"', 2)
     assert "listed twice" in error.problem
+
+
+# --- feature codes ------------------------------------------------------------------------------
+
+
+def test_the_default_bundle_lists_the_usual_feature_codes() -> None:
+    codes = [f.pattern for f in load_policy().policy.plan.feature_codes]
+    assert codes == ["*8", "**XXXX", "*97", "*98", "*72", "*73", "*76", "*78", "*79"]
+
+
+def test_a_policy_without_feature_codes_has_none(tmp_path: Path) -> None:
+    policy = load_policy(write(tmp_path, MINIMAL)).policy
+    assert policy.plan.feature_codes == ()
+    assert policy.classifier.classify("*97").number_class is NumberClass.INVALID
+
+
+def test_a_site_may_list_its_own_feature_codes(tmp_path: Path) -> None:
+    text = 'schema = 1\nextends = "default"\n[numbering]\nfeature_codes = ["*97", "*4X"]\n'
+    policy = load_policy(write(tmp_path, text)).policy
+    assert [f.pattern for f in policy.plan.feature_codes] == ["*97", "*4X"]
+    assert policy.classifier.classify("*43").number_class is NumberClass.FEATURE
+    assert policy.classifier.classify("*8").number_class is NumberClass.INVALID  # replaced
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        ("*72.", "fixed length"),
+        ("72", "must start with * or #"),
+        ("*7a", "unexpected 'a' at position 3"),
+        ("*[9-1]", "runs backwards"),
+    ],
+)
+def test_an_invalid_feature_code_is_located_on_its_own_line(
+    tmp_path: Path, pattern: str, problem: str
+) -> None:
+    text = MINIMAL.replace(
+        'emergency = ["110", "119", "120"]',
+        'emergency = ["110", "119", "120"]\n'
+        f'feature_codes = [\n  "*97",   # voicemail\n  "{pattern}",\n  "*8",\n]',
+    )
+    path = write(tmp_path, text)
+    error = load_error(path)
+    assert (error.path, error.line) == (str(path), line_of(text, f'"{pattern}"'))
+    assert error.problem.startswith("numbering.feature_codes.1: ")
+    assert problem in error.problem
+    assert repr(pattern) in error.problem
+
+
+def test_an_invalid_feature_code_in_a_one_line_list_points_at_that_line(tmp_path: Path) -> None:
+    text = 'schema = 1\nextends = "default"\n\n[numbering]\nfeature_codes = ["*97", "*9."]\n'
+    path = write(tmp_path, text)
+    error = load_error(path)
+    assert (error.path, error.line) == (str(path), 5)
+    assert "fixed length" in error.problem
+
+
+def test_a_list_item_is_not_looked_for_past_its_list(tmp_path: Path) -> None:
+    """A value written with an escape is not found verbatim: the list's line, not a later one."""
+    text = (
+        'schema = 1\nextends = "default"\n\n[numbering]\nfeature_codes = [\n  "*97",\n'
+        '  "*9\\u002e",\n]\n\n[site]\nname = "x"  # not "*9."\n'
+    )
+    error = load_error(write(tmp_path, text))
+    assert error.line == 5
+    assert "'*9.'" in error.problem
