@@ -226,9 +226,16 @@ class DatedShiftModel(_Model):
 
 
 class RotaModel(_Model):
-    file: str | None = None
+    file: str | None = Field(default=None, min_length=1)
     weekly: list[WeeklyShiftModel] = []
     dated: list[DatedShiftModel] = []
+
+    @field_validator("file")
+    @classmethod
+    def _file_name(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("a file name cannot contain NUL")
+        return value
 
 
 class StepModel(_Model):
@@ -412,7 +419,13 @@ def _build(
         error = exc.errors()[0]
         loc = tuple(error["loc"])
         raise _located(sources, loc, _describe(error), item=error.get("input")) from exc
-    policy, channels = _to_domain(model, sources, rota_may_be_missing=rota_may_be_missing)
+    try:
+        policy, channels = _to_domain(model, sources, rota_may_be_missing=rota_may_be_missing)
+    except PolicyError:
+        raise
+    except ConfigError as exc:
+        # A check of the core that the steps above do not locate: still name the file.
+        raise PolicyError(str(exc), path=sources[0].name if sources else None) from exc
     return LoadedPolicy(policy, channels, names, _rota_file(model, sources))
 
 
@@ -430,9 +443,12 @@ def _schedules(model: PolicyModel, tz: ZoneInfo, sources: Sequence[_Source]) -> 
     """Build the named schedules, with holidays from the library and the special periods."""
     calendar = model.calendar
     holidays = HolidayTable.without_holidays()
-    periods: list[SpecialPeriod] = [
-        SpecialPeriod(p.name, p.first, p.last) for p in calendar.periods
-    ]
+    periods: list[SpecialPeriod] = []
+    for index, p in enumerate(calendar.periods):
+        try:
+            periods.append(SpecialPeriod(p.name, p.first, p.last))
+        except ConfigError as exc:
+            raise _located(sources, ("calendar", "periods", index), str(exc)) from exc
     if calendar.holidays == "china":
         holidays = site_holiday_table()
         if calendar.golden_weeks:
@@ -485,6 +501,9 @@ def _rota(
         return None
     rota = Rota(tz)
     path = _rota_file(model, sources)
+    if path is not None and path.exists() and not path.is_file():
+        # A directory fails to read; a device or a pipe would block or never end.
+        raise _located(sources, ("rota", "file"), f"rota.file {str(path)!r} is not a file")
     if path is not None and (path.exists() or not rota_may_be_missing):
         rota = load_rota(path, tz)
     for index, ws in enumerate(rm.weekly):
