@@ -68,7 +68,7 @@ NUMBERS: dict[str, NumberClass] = {
     "16812345678": NumberClass.PREMIUM,
     "9012345": NumberClass.PREMIUM,
     "*72": NumberClass.FEATURE,
-    "#31#": NumberClass.FEATURE,
+    "#31#": NumberClass.INVALID,  # not one of the site's feature codes
     "abc": NumberClass.INVALID,
     "123": NumberClass.INVALID,
 }

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from pbxguard.errors import AgiProtocolError
 from pbxguard.protocol.agi import (
     CLOSED,
+    DEFAULT_MAX_ENVIRONMENT_BYTES,
     MAX_COMMAND_BYTES,
     NEED_DATA,
     AgiCommand,
@@ -201,6 +202,9 @@ def test_environment_cap_is_enforced_before_the_blank_line_ever_arrives() -> Non
         (TRANSCRIPT.replace(b"agi_type: PJSIP\n", b"agi_type: PJSIP\nagi_type: SIP\n"), "repeats"),
         (TRANSCRIPT.replace(b"agi_uniqueid: 1795397584.12\n", b""), "lacks agi_uniqueid"),
         (TRANSCRIPT.replace(b"agi_arg_1: 2003\n", b""), "numbered 1 to N"),
+        # found by fuzzing: int() raised ValueError on an index of more than 4300 digits
+        (TRANSCRIPT.replace(b"agi_arg_2:", b"agi_arg_" + b"7" * 4301 + b":"), "out of range"),
+        (TRANSCRIPT.replace(b"agi_arg_2:", b"agi_arg_1000:"), "out of range"),
     ],
 )
 def test_what_is_not_an_agi_environment_is_refused(data: bytes, problem: str) -> None:
@@ -365,6 +369,10 @@ def test_interim_reply_does_not_complete_the_command() -> None:
         (0, b"200 result=1\n", "no command waiting"),
         (1, b"200 result=yes\n", "malformed AGI 200 reply"),
         (1, b"200 result=1 trailing words\n", "malformed AGI 200 reply"),
+        # found by fuzzing: int() raised ValueError on more than 4300 digits
+        (1, b"200 result=" + b"7" * 4301 + b"\n", "malformed AGI 200 reply"),
+        (1, b"200 result=1 endpos=-" + b"7" * 4301 + b"\n", "malformed AGI 200 reply"),
+        (1, b"200 result=" + b"9" * 20 + b"\n", "malformed AGI 200 reply"),
         (1, b"OK\n", "not an AGI reply"),
         (1, b"510-Invalid\n", "unexpected multi-line"),
         (1, b"200 result=1 (" + b"x" * 20000, "longer than"),
@@ -457,6 +465,32 @@ def test_verbose_message_survives_res_agi_parsing(message: str) -> None:
     assert parse_agi_args(command.line) == ["VERBOSE", message, "3"]
 
 
+def test_text_with_no_utf8_form_is_refused_not_crashed_on() -> None:
+    """Found by fuzzing: a lone surrogate raised UnicodeEncodeError out of the constructors."""
+    for build in (
+        lambda: AgiCommand.set_variable("PBXGUARD_REASON", "caf\udce9"),
+        lambda: AgiCommand.verbose("\ud800"),
+        lambda: AgiCommand.hangup("PJSIP/2001-\udc80"),
+    ):
+        with pytest.raises(AgiProtocolError, match="not valid Unicode"):
+            build()
+
+
+def test_the_largest_results_are_still_read() -> None:
+    connection = _after_commands(1)
+    connection.receive_data(b"200 result=-" + b"9" * 19 + b" (x) endpos=" + b"9" * 19 + b"\n")
+
+    (reply,) = _events(connection)
+
+    assert reply == AgiReply(
+        200,
+        "result=-" + "9" * 19 + " (x) endpos=" + "9" * 19,
+        result=-int("9" * 19),
+        data="x",
+        endpos=int("9" * 19),
+    )
+
+
 @pytest.mark.parametrize("value", ["allow\nSET VARIABLE X 1", "a\rb", "nul\x00byte", "\n"])
 def test_line_breaks_and_nul_are_refused_in_values(value: str) -> None:
     with pytest.raises(AgiProtocolError, match="CR, LF or NUL"):
@@ -518,3 +552,148 @@ def test_the_test_client_environment_matches_the_transcript_shape() -> None:
         key.decode() for key in (line.split(b":")[0] for line in TRANSCRIPT.split(b"\n")) if key
     ]
     assert env.args == ("2003", "02112345678")
+
+
+# --- fuzzing: whatever arrives on the socket --------------------------------------------------
+
+# Pieces of real conversations (a fuzzing dictionary) mixed with arbitrary bytes, so that the
+# generated streams get past the first line often enough to reach the reply states.
+_AGI_PIECES = st.one_of(
+    st.binary(max_size=24),
+    st.sampled_from(
+        [
+            *(line + b"\n" for line in TRANSCRIPT.split(b"\n")[:-2]),
+            b"\n",
+            b"\r\n",
+            b"agi_arg_",
+            b"agi_arg_1: ",
+            b"200 result=",
+            b"200 result=1 (",
+            b") endpos=",
+            b"200 result=-1\n",
+            b"520-Invalid command syntax.  Proper usage follows:\n",
+            b"520 End of proper usage.\n",
+            b"510 Invalid or unknown command\n",
+            b"511 Command Not Permitted on a dead channel or intercept routine\n",
+            b"100 result=0 Trying...\n",
+            b"HANGUP\n",
+            "张伟".encode(),
+            b"\xe5\xbc",
+            b"\xff",
+            b"\x00",
+        ]
+    ),
+)
+# Numbers as they appear in replies and argument keys, from short to absurdly long.
+_DIGITS = st.one_of(
+    st.integers(0, 10**6).map(lambda n: str(n).encode()),
+    st.integers(0, 6000).map(lambda n: b"7" * n),
+)
+# Whole lines shaped like the protocol's, with their fields generated.
+_ENVIRONMENT_LINES = st.builds(
+    lambda key, value: key + b": " + value + b"\n",
+    st.one_of(
+        st.sampled_from([b"agi_request", b"agi_channel", b"agi_uniqueid", b"agi_callerid"]),
+        _DIGITS.map(lambda digits: b"agi_arg_" + digits),
+    ),
+    st.one_of(st.binary(max_size=12), _DIGITS),
+)
+_REPLY_LINES = st.builds(
+    lambda code, separator, text: code + separator + text + b"\n",
+    st.sampled_from([b"200", b"510", b"511", b"520", b"100", b"999", b"20", b"2000"]),
+    st.sampled_from([b" ", b"-"]),
+    st.one_of(
+        _DIGITS.map(lambda digits: b"result=-" + digits),
+        st.tuples(_DIGITS, st.binary(max_size=8), _DIGITS).map(
+            lambda t: b"result=" + t[0] + b" (" + t[1] + b") endpos=" + t[2]
+        ),
+        st.binary(max_size=12),
+    ),
+)
+_ANY_PIECE = st.one_of(_AGI_PIECES, _ENVIRONMENT_LINES, _REPLY_LINES)
+AGI_STREAMS = st.one_of(
+    # anything at all
+    st.lists(_ANY_PIECE, max_size=30).map(b"".join),
+    # a real environment going on with generated lines, then generated replies
+    st.tuples(
+        st.lists(_ENVIRONMENT_LINES, max_size=4),
+        st.lists(st.one_of(_REPLY_LINES, _ANY_PIECE), max_size=6),
+    ).map(lambda t: TRANSCRIPT[:-1] + b"".join(t[0]) + b"\n" + b"".join(t[1])),
+    # a real environment, then anything
+    st.lists(_ANY_PIECE, max_size=30).map(lambda pieces: TRANSCRIPT + b"".join(pieces)),
+)
+
+
+def _converse(
+    data: bytes, cuts: list[int], commands: int, *, limit: int
+) -> list[AgiEvent | tuple[str, str]]:
+    """Feed ``data`` in the pieces ``cuts`` makes, answering the environment with commands."""
+    connection = AgiConnection(max_environment_bytes=limit, max_reply_bytes=limit)
+    bounds = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
+    reads = [data[a:b] for a, b in itertools.pairwise(bounds) if a < b] + [b""]
+    out: list[AgiEvent | tuple[str, str]] = []
+    for read in reads:
+        connection.receive_data(read)
+        while True:
+            try:
+                event = connection.next_event()
+            except AgiProtocolError as exc:
+                out.append(("error", str(exc)))
+                return out
+            if event is NEED_DATA:
+                break
+            out.append(event)
+            if event is CLOSED:
+                return out
+            if isinstance(event, AgiEnvironment):
+                for _ in range(commands):
+                    connection.send(AgiCommand.verbose("pbxguard"))
+    raise AssertionError("the end of the stream was not reported")
+
+
+@given(
+    data=AGI_STREAMS,
+    cuts=st.lists(st.integers(min_value=0), max_size=12),
+    commands=st.integers(0, 4),
+    limit=st.sampled_from([DEFAULT_MAX_ENVIRONMENT_BYTES, 1024, 64]),
+)
+def test_fuzz_any_bytes_give_events_or_a_protocol_error_whatever_the_split(
+    data: bytes, cuts: list[int], commands: int, limit: int
+) -> None:
+    """Only AgiProtocolError ever comes out, and the reads' boundaries change nothing."""
+    whole = _converse(data, [], commands, limit=limit)
+    assert _converse(data, cuts, commands, limit=limit) == whole
+    for event in whole:
+        if isinstance(event, AgiReply):
+            assert 100 <= event.code <= 999
+        if isinstance(event, AgiEnvironment):
+            assert event.request
+            assert all(isinstance(a, str) for a in event.args)
+
+
+# Any code point, lone surrogates included (a string decoded with surrogateescape has them).
+# (st.text() never yields them, so the characters are joined by hand.)
+_ANY_TEXT = st.lists(
+    st.one_of(st.characters(), st.characters(categories=["Cs"])), max_size=300
+).map("".join)
+
+
+@given(name=_ANY_TEXT, value=_ANY_TEXT, level=st.integers(-2, 6))
+def test_fuzz_commands_are_built_or_refused_never_broken(name: str, value: str, level: int) -> None:
+    """Anything a caller controls ends in one well-formed command line or an AgiProtocolError."""
+    for build in (
+        lambda: AgiCommand.set_variable(name, value),
+        lambda: AgiCommand.get_variable(name),
+        lambda: AgiCommand.verbose(value, level),
+        lambda: AgiCommand.hangup(value),
+    ):
+        try:
+            command = build()
+        except AgiProtocolError:
+            continue
+        wire = command.wire
+        assert wire.endswith(b"\n")
+        assert wire.count(b"\n") == 1
+        assert b"\x00" not in wire
+        assert b"\r" not in wire
+        assert len(wire) <= MAX_COMMAND_BYTES

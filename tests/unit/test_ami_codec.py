@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from pbxguard.errors import AmiFrameTooLarge, AmiProtocolError, ConfigError
 from pbxguard.protocol.ami import (
+    DEFAULT_MAX_FRAME_SIZE,
     NEED_DATA,
     AmiMessage,
     AmiParser,
@@ -365,6 +367,14 @@ def test_encode_refuses_header_injection_and_bad_keys(key: str, value: str) -> N
         encode_action("Hangup", [(key, value)], action_id="1")
 
 
+def test_encode_refuses_text_with_no_utf8_form() -> None:
+    """Found by fuzzing: a lone surrogate raised UnicodeEncodeError out of encode_message."""
+    with pytest.raises(AmiProtocolError, match="not valid Unicode"):
+        encode_action("Hangup", [("Channel", "PJSIP/2001-\udc80")], action_id="1")
+    with pytest.raises(AmiProtocolError, match="not valid Unicode"):
+        encode_message([("\ud800", "x")])
+
+
 def test_encode_refuses_a_second_action_or_actionid_and_non_strings() -> None:
     with pytest.raises(AmiProtocolError):
         encode_action("Ping", [("ActionID", "x")], action_id="1")
@@ -389,3 +399,108 @@ def test_message_is_immutable_comparable_and_hides_secrets() -> None:
     assert login.response is None
     parsed = parse_in_pieces(encode_message(login.fields), expect_banner=False)
     assert parsed == [login]
+
+
+# --- fuzzing: whatever arrives on the socket --------------------------------------------------
+
+# Pieces of real AMI traffic (a fuzzing dictionary) mixed with arbitrary bytes.
+_AMI_PIECES = st.one_of(
+    st.binary(max_size=24),
+    st.sampled_from(
+        [
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"\r\n\r\n",
+            b"\n\n",
+            b":",
+            b": ",
+            b"Asterisk Call Manager/11.0.0\r\n",
+            b"Event: Newchannel\r\n",
+            b"Response: Success\r\n",
+            b"Channel: PJSIP/2001-00000001\r\n",
+            b"CallerIDName: ",
+            ZHANG_WEI,
+            ZHANG_WEI[:2],
+            b"\xff",
+            b"\x00",
+        ]
+    ),
+    st.integers(1, 3000).map(lambda n: b"x" * n),
+)
+AMI_STREAMS = st.lists(_AMI_PIECES, max_size=30).map(b"".join)
+FRAME_LIMITS = st.sampled_from([16, 64, 1024, DEFAULT_MAX_FRAME_SIZE])
+
+
+def _well_formed(results: Sequence[object]) -> None:
+    for result in results:
+        if isinstance(result, AmiMessage):
+            for key, value in result.fields:
+                assert ":" not in key
+                assert "\n" not in key
+                assert "\n" not in value
+            assert result.event is None or "\n" not in result.event
+        elif isinstance(result, MalformedMessage):
+            assert result.reason
+
+
+@given(
+    data=AMI_STREAMS,
+    cuts=st.lists(st.integers(min_value=0), max_size=20),
+    expect_banner=st.booleans(),
+    limit=FRAME_LIMITS,
+)
+def test_fuzz_any_bytes_split_anywhere_give_the_same_results(
+    data: bytes, cuts: list[int], expect_banner: bool, limit: int
+) -> None:
+    """Garbage yields messages, malformed frames and AmiFrameTooLarge, nothing else."""
+    whole = parse_in_pieces(data, expect_banner=expect_banner, max_frame_size=limit)
+    cuts = [c % (len(data) + 1) for c in cuts]
+    split = parse_in_pieces(data, cuts, expect_banner=expect_banner, max_frame_size=limit)
+    assert split == whole
+    _well_formed(whole)
+    for result in whole:
+        assert not isinstance(result, Banner) or expect_banner
+
+
+@given(
+    name=st.sampled_from(NAMES),
+    garbage=AMI_STREAMS,
+    where=st.integers(min_value=0),
+    cuts=st.lists(st.integers(min_value=0), max_size=20),
+)
+def test_fuzz_a_capture_with_garbage_spliced_in(
+    name: str, garbage: bytes, where: int, cuts: list[int]
+) -> None:
+    """A burst of garbage between two messages costs its own frames and nothing more."""
+    raw = CAPTURES[name]
+    boundaries = [m.end() for m in re.finditer(rb"\r\n\r\n", raw)]
+    at = boundaries[where % len(boundaries)]
+    stream = raw[:at] + garbage + b"\r\n\r\n" + raw[at:]
+    results = parse_in_pieces(stream, [c % (len(stream) + 1) for c in cuts])
+    assert results == parse_in_pieces(stream)
+    _well_formed(results)
+    got = iter(messages(results))
+    assert all(any(m == g for g in got) for m in messages(WHOLE[name]))
+
+
+# Any code point, lone surrogates included (st.text() never yields them).
+_ANY_TEXT = st.lists(st.one_of(st.characters(), st.characters(categories=["Cs"])), max_size=30)
+
+
+@given(st.lists(st.tuples(_ANY_TEXT.map("".join), _ANY_TEXT.map("".join)), max_size=6))
+def test_fuzz_encoding_refuses_or_round_trips(fields: list[tuple[str, str]]) -> None:
+    """Anything a caller controls is encoded into one message that reads back the same."""
+    try:
+        data = encode_message(fields)
+    except AmiProtocolError:
+        return
+    assert data.endswith(b"\r\n")
+    results = parse_in_pieces(data, expect_banner=False)
+    if not fields:
+        assert results == []  # a lone blank line, which the PBX skips
+        return
+    assert data.endswith(b"\r\n\r\n")
+    (message,) = results
+    assert isinstance(message, AmiMessage)
+    assert message.fields == tuple(fields)

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.domain.approvals import Approval, find_covering_approval
 from pbxguard.domain.evaluate import CallAttempt, Decision, Verdict, class_label, evaluate
-from pbxguard.domain.numbers import NumberClass
+from pbxguard.domain.numbers import NumberClass, NumberClassifier
 from pbxguard.domain.policy import Line, LineUse, Policy
+from pbxguard.protocol.agi import AgiCommand
 
 REFERENCE_SITE = Path(__file__).parents[2] / "src/pbxguard/policies/reference-site.toml"
 NOW = datetime(2026, 3, 16, 10, 30, tzinfo=UTC)
@@ -487,3 +488,60 @@ def test_same_inputs_give_equal_decisions(
         approvals=[grant()],
     )
     assert second == first
+
+
+# A dialled string as hostile as it gets: digits of any script, dialling symbols, formatting
+# and invisible characters, controls, lone surrogates, long runs.
+_HOSTILE_CHARS = st.one_of(
+    st.sampled_from([*"0123456789+*#", *"１１０＊＃＋", *"\u200b\u202e\ufeff\u00a0 -.()", "\x00"]),
+    st.characters(categories=["Nd", "No", "Zs", "Pd", "Cf", "Cc", "Cs"]),
+    st.characters(),
+)
+_HOSTILE = st.one_of(
+    st.lists(_HOSTILE_CHARS, max_size=40).map("".join),
+    st.builds(
+        "{}{}{}".format,
+        st.sampled_from(["", "0", "9", "+", "00", "17951", "*", "#"]),
+        st.sampled_from(list(NUMBERS.values())),
+        st.lists(_HOSTILE_CHARS, max_size=4).map("".join),
+    ),
+    st.integers(1, 400).map(lambda n: "0" * n),
+)
+_ACCESS_0_POLICY = dataclasses.replace(
+    PIN_POLICY,
+    plan=dataclasses.replace(PIN_POLICY.plan, access_code="0"),
+    classifier=NumberClassifier.compile(dataclasses.replace(PIN_POLICY.plan, access_code="0")),
+)
+
+
+@given(
+    dialled=_HOSTILE,
+    extension=_extensions,
+    policy=st.sampled_from([POLICY, PIN_POLICY, _ACCESS_0_POLICY]),
+    allow_pin=st.booleans(),
+    with_access_code=st.booleans(),
+)
+def test_fuzz_evaluate_is_total_on_hostile_dialled_strings(
+    *, dialled: str, extension: str, policy: Policy, allow_pin: bool, with_access_code: bool
+) -> None:
+    """Never raises, emergency always allowed, and every answer can be sent to the dialplan."""
+    call = CallAttempt(extension, dialled, with_access_code=with_access_code)
+    decision = evaluate(call, policy, now=NOW, allow_pin=allow_pin)
+    assert decision.verdict in set(Verdict)
+    assert decision.reason_zh
+    assert decision.reason_en
+    if decision.number_class is C.EMERGENCY:
+        assert decision.verdict is Verdict.ALLOW
+    if decision.number_class is C.INVALID:
+        assert decision.verdict is Verdict.DENY
+        assert not decision.offence
+    if decision.verdict is Verdict.ALLOW and decision.number_class is not C.FEATURE:
+        assert decision.classification.number.isdigit()
+    for name, value in (
+        ("PBXGUARD_VERDICT", decision.verdict.value),
+        ("PBXGUARD_REASON", decision.reason_en),
+        ("PBXGUARD_REASON_ZH", decision.reason_zh),
+        ("PBXGUARD_RULE", decision.rule_id),
+    ):
+        AgiCommand.set_variable(name, value)
+    assert evaluate(call, policy, now=NOW, allow_pin=allow_pin) == decision

@@ -10,6 +10,7 @@ from pbxguard.domain.numbers import (
     LONG_DISTANCE_CLASSES,
     Classification,
     ExtensionRange,
+    FeatureCode,
     NumberClass,
     NumberClassifier,
     NumberingPlan,
@@ -20,6 +21,8 @@ from pbxguard.errors import PolicyError
 EMERGENCY = ("110", "119", "120", "122", "112", "12110")
 SERVICE = ("95", "96", "10000", "10010", "10086", "12345", "12315", "114", "12306", "12366")
 PREMIUM = ("168", "160", "9")
+# The default bundle's feature codes.
+FEATURES = ("*8", "**XXXX", "*97", "*98", "*72", "*73", "*76", "*78", "*79")
 
 
 def site_plan(access_code: str, *extensions: str) -> NumberingPlan:
@@ -31,6 +34,7 @@ def site_plan(access_code: str, *extensions: str) -> NumberingPlan:
         emergency=frozenset(EMERGENCY),
         service=SERVICE,
         premium=PREMIUM,
+        feature_codes=tuple(FeatureCode.parse(f) for f in FEATURES),
     )
 
 
@@ -119,11 +123,23 @@ REFERENCE_CASES: list[tuple[str, NumberClass, str, str]] = [
     ("17951 0085223456789", C.HK_MACAU, "0085223456789", "17951"),
     ("00886223456789", C.TAIWAN, "00886223456789", ""),
     ("+886 2 2345 6789", C.TAIWAN, "00886223456789", ""),
-    # feature codes are their own class
+    # feature codes are their own class: only those the site lists, a final # dropped
     ("*72", C.FEATURE, "*72", ""),
-    ("#", C.FEATURE, "#", ""),
     ("*97", C.FEATURE, "*97", ""),
-    ("*72*2001#", C.FEATURE, "*72*2001#", ""),
+    ("*8", C.FEATURE, "*8", ""),
+    ("**2002", C.FEATURE, "**2002", ""),
+    ("*97#", C.FEATURE, "*97", ""),
+    # a final # ends dialling: the rest is classified
+    ("00441632960123#", C.INTERNATIONAL, "00441632960123", ""),
+    ("16812345678#", C.PREMIUM, "16812345678", ""),
+    ("13800138000#", C.MOBILE, "13800138000", ""),
+    ("110#", C.EMERGENCY, "110", ""),
+    # full-width and other Unicode digits are digits
+    ("１１０", C.EMERGENCY, "110", ""),
+    ("１３８００１３８０００", C.MOBILE, "13800138000", ""),
+    ("＋４４ １６３２ ９６０１２３", C.INTERNATIONAL, "00441632960123", ""),
+    ("١١٩", C.EMERGENCY, "119", ""),
+    ("＊９７", C.FEATURE, "*97", ""),
 ]
 
 
@@ -188,7 +204,9 @@ ACCESS_9_CASES: list[tuple[str, NumberClass, str]] = [
     ("9 17909 01087654321", C.DOMESTIC_LD, "01087654321"),
     ("900441632960123", C.INTERNATIONAL, "00441632960123"),
     ("90085328123456", C.HK_MACAU, "0085328123456"),
-    ("9*72", C.FEATURE, "9*72"),
+    ("9110#", C.EMERGENCY, "110"),
+    # the access code before a * reaches the carrier's service codes, not the PBX's
+    ("9*72", C.INVALID, ""),
 ]
 
 
@@ -236,7 +254,9 @@ def test_trunk_dial_string_keeps_its_leading_digit() -> None:
         ("12+34", "'+'"),
         ("0044+1632", "'+'"),
         ("++441632960123", "'+'"),
-        ("１３８００１３８０００", "'１'"),
+        ("１３８００１３８ＯＯＯ", "'O'"),
+        ("*72*2001#", "feature codes"),
+        ("#", "empty"),
     ],
 )
 def test_rejects_what_is_not_a_dialable_number(dialled: str, reason_part: str) -> None:

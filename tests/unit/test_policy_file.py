@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import re
+import tempfile
+import tomllib
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pbxguard.adapters.policy_file import BUNDLED, load_policy
 from pbxguard.domain.numbers import NumberClass
@@ -463,3 +470,348 @@ def test_line_listed_twice(tmp_path: Path) -> None:
     error = load_error(path)
     assert error.line == line_of(text, 'extension = "8000"', 2)
     assert "listed twice" in error.problem
+
+
+def test_a_special_period_that_ends_before_it_starts_is_located(tmp_path: Path) -> None:
+    """Found by fuzzing: the core's ConfigError escaped without a file or line."""
+    text = (
+        'schema = 1\nextends = "default"\n\n[[calendar.periods]]\nname = "春运"\n'
+        "first = 2027-01-20\nlast = 2027-01-02\n"
+    )
+    path = write(tmp_path, text)
+    error = load_error(path)
+    assert (error.path, error.line) == (str(path), 4)
+    assert "ends (2027-01-02) before it starts (2027-01-20)" in error.problem
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("rota\x00.csv", "cannot contain NUL"),  # found by fuzzing: ValueError escaped
+        ("", "at least 1 character"),
+        (".", "is not a file"),
+        ("/dev/null", "is not a file"),
+    ],
+)
+def test_a_rota_file_name_that_is_not_a_file_is_refused(
+    tmp_path: Path, name: str, problem: str
+) -> None:
+    text = f'schema = 1\nextends = "default"\n\n[rota]\nfile = {_toml_string(name)}\n'
+    path = write(tmp_path, text)
+    error = load_error(path)
+    assert (error.path, error.line) == (str(path), 5)
+    assert problem in error.problem
+
+
+# --- feature codes ------------------------------------------------------------------------------
+
+
+def test_the_default_bundle_lists_the_usual_feature_codes() -> None:
+    codes = [f.pattern for f in load_policy().policy.plan.feature_codes]
+    assert codes == ["*8", "**XXXX", "*97", "*98", "*72", "*73", "*76", "*78", "*79"]
+
+
+def test_a_policy_without_feature_codes_has_none(tmp_path: Path) -> None:
+    policy = load_policy(write(tmp_path, MINIMAL)).policy
+    assert policy.plan.feature_codes == ()
+    assert policy.classifier.classify("*97").number_class is NumberClass.INVALID
+
+
+def test_a_site_may_list_its_own_feature_codes(tmp_path: Path) -> None:
+    text = 'schema = 1\nextends = "default"\n[numbering]\nfeature_codes = ["*97", "*4X"]\n'
+    policy = load_policy(write(tmp_path, text)).policy
+    assert [f.pattern for f in policy.plan.feature_codes] == ["*97", "*4X"]
+    assert policy.classifier.classify("*43").number_class is NumberClass.FEATURE
+    assert policy.classifier.classify("*8").number_class is NumberClass.INVALID  # replaced
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        ("*72.", "fixed length"),
+        ("72", "must start with * or #"),
+        ("*7a", "unexpected 'a' at position 3"),
+        ("*[9-1]", "runs backwards"),
+    ],
+)
+def test_an_invalid_feature_code_is_located_on_its_own_line(
+    tmp_path: Path, pattern: str, problem: str
+) -> None:
+    text = MINIMAL.replace(
+        'emergency = ["110", "119", "120"]',
+        'emergency = ["110", "119", "120"]\n'
+        f'feature_codes = [\n  "*97",   # voicemail\n  "{pattern}",\n  "*8",\n]',
+    )
+    path = write(tmp_path, text)
+    error = load_error(path)
+    assert (error.path, error.line) == (str(path), line_of(text, f'"{pattern}"'))
+    assert error.problem.startswith("numbering.feature_codes.1: ")
+    assert problem in error.problem
+    assert repr(pattern) in error.problem
+
+
+def test_an_invalid_feature_code_in_a_one_line_list_points_at_that_line(tmp_path: Path) -> None:
+    text = 'schema = 1\nextends = "default"\n\n[numbering]\nfeature_codes = ["*97", "*9."]\n'
+    path = write(tmp_path, text)
+    error = load_error(path)
+    assert (error.path, error.line) == (str(path), 5)
+    assert "fixed length" in error.problem
+
+
+def test_a_list_item_is_not_looked_for_past_its_list(tmp_path: Path) -> None:
+    """A value written with an escape is not found verbatim: the list's line, not a later one."""
+    text = (
+        'schema = 1\nextends = "default"\n\n[numbering]\nfeature_codes = [\n  "*97",\n'
+        '  "*9\\u002e",\n]\n\n[site]\nname = "x"  # not "*9."\n'
+    )
+    error = load_error(write(tmp_path, text))
+    assert error.line == 5
+    assert "'*9.'" in error.problem
+
+
+# --- fuzzing: any TOML document ends in a policy or a PolicyError ---------------------------
+
+
+def _toml_string(text: str) -> str:
+    escaped = []
+    for char in text:
+        if char in '"\\':
+            escaped.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            escaped.append(f"\\u{ord(char):04x}")
+        else:
+            escaped.append(char)
+    return '"' + "".join(escaped) + '"'
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
+
+
+def _toml_value(value: object) -> str:
+    """Write ``value`` as an inline TOML value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return {"inf": "inf", "-inf": "-inf", "nan": "nan"}.get(str(value), repr(value))
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, date | time):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+
+
+def to_toml(document: dict[str, object]) -> str:
+    """Write a document: top-level keys first, then each table as a [header] with its keys."""
+    lines = [
+        f"{_toml_key(k)} = {_toml_value(v)}" for k, v in document.items() if not isinstance(v, dict)
+    ]
+    for key, value in document.items():
+        if isinstance(value, dict):
+            lines.append(f"[{_toml_key(key)}]")
+            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+    return "\n".join(lines) + "\n"
+
+
+DEFAULT_DOCUMENT = tomllib.loads((POLICIES / "default.toml").read_text("utf-8"))
+REFERENCE_DOCUMENT = tomllib.loads((POLICIES / "reference-site.toml").read_text("utf-8"))
+MINIMAL_DOCUMENT = tomllib.loads(MINIMAL)
+# The default and the reference site in one file, with one of everything the two leave out,
+# so that mutations reach every check of the loader.
+FULL_DOCUMENT: dict[str, Any] = {
+    **copy.deepcopy(DEFAULT_DOCUMENT),
+    **{k: v for k, v in copy.deepcopy(REFERENCE_DOCUMENT).items() if k not in ("extends", "site")},
+}
+FULL_DOCUMENT["calendar"]["periods"] = [
+    {"name": "春运", "first": date(2027, 1, 20), "last": date(2027, 2, 28)}
+]
+FULL_DOCUMENT["rota"]["dated"] = [
+    {
+        "line": "hotline",
+        "person": "duty-wang",
+        "start": datetime(2027, 2, 1, 8, 0),  # noqa: DTZ001 - a local time, as a site writes it
+        "end": datetime(2027, 2, 1, 20, 0),  # noqa: DTZ001
+    }
+]
+FULL_DOCUMENT["tariff"]["by_prefix"] = {"168": {"per_minute": "3.00", "increment_seconds": 60}}
+FULL_DOCUMENT["rota"]["file"] = "rota.csv"
+ROTA_CSV = "line,person,weekday,start,end\nhotline,duty-wang,Sat,08:00,20:00\n"
+FULL_DOCUMENT["authorization"]["pin_classes"] = ["domestic_ld"]
+FULL_DOCUMENT["numbering"]["access_code"] = "0"
+
+# Words the schema knows, and values that are nearly right, so that mutations reach deep.
+_KEYS = st.one_of(
+    st.sampled_from(
+        [
+            "schema", "extends", "site", "name", "timezone", "mode", "default_role", "numbering",
+            "access_code", "local_area_code", "extensions", "emergency", "feature_codes",
+            "premium", "service", "pbx", "trunks", "channel", "dial_string", "roles", "allowed",
+            "people", "lines", "extension", "use", "standby", "standby_rule", "rules", "penalty",
+            "steps", "flat", "per_class", "window", "ladder", "schedules", "kind", "hours",
+            "weekdays", "calendar", "periods", "first", "last", "rota", "weekly", "dated",
+            "start", "end", "file", "tariff", "by_prefix", "by_class", "per_minute", "register",
+            "fill_within_hours", "class_rules", "authorization", "pin_classes", "EM-1", "LD-2",
+        ]
+    ),
+    st.text(max_size=8),
+)  # fmt: skip
+_SCALARS = st.one_of(
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "110", "*72.", "*97", "2000-2999", "2999-2000", "Asia/Shanghai", "Mars/Olympus",
+            "default", "reference-site", "missing.toml", ".", "..", "rota.csv", "0", "021",
+            "50", "-1", "08:00-18:00", "24:00-23:59", "23:00-01:00", "staff", "guard_room",
+            "emergency_only", "receive_only", "international", "premium", "quarter", "daily",
+            "always", "working_hours", "(", "^PJSIP/(?P<extension>[0-9]+)$", "PR-1", "EM-2",
+            "rota\x00.csv", "/", "/dev/null", "",
+        ]
+    ),
+    st.dates(),
+    st.datetimes(),
+    st.times(),
+)  # fmt: skip
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _tables(node: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Return the paths of every table and array in ``node``."""
+    if isinstance(node, dict):
+        children: list[tuple[object, object]] = list(node.items())
+    elif isinstance(node, list):
+        children = list(enumerate(node))
+    else:
+        return []
+    found = [path]
+    for key, value in children:
+        found.extend(_tables(value, (*path, key)))
+    return found
+
+
+@st.composite
+def _somewhere(draw: st.DrawFn, document: dict[str, Any]) -> tuple[object, ...]:
+    """Return the path of a table or array of ``document``, or of a value in one.
+
+    Every table is as likely as any other, however many values it or its neighbours hold, so
+    a small one (a calendar period) gets as much attention as a long one (the people).
+    """
+    path = draw(st.sampled_from(_tables(document)))
+    node: Any = document
+    for step in path:
+        node = node[step]
+    if not node or draw(st.integers(0, 4)) == 4:
+        return path
+    return (
+        *path,
+        draw(st.sampled_from(list(node) if isinstance(node, dict) else range(len(node)))),
+    )
+
+
+@st.composite
+def mutated(draw: st.DrawFn, document: dict[str, object]) -> dict[str, object]:
+    """Return ``document`` with a few values replaced, removed or added anywhere in it."""
+    result = copy.deepcopy(document)
+    # Mostly one change: a second one usually breaks the document before the first is seen.
+    for _ in range(draw(st.sampled_from([1, 1, 1, 2, 4]))):
+        path = draw(_somewhere(result))
+        parent: Any = result
+        for step in path[:-1]:
+            parent = parent[step]
+        action = draw(st.sampled_from(["nudge", "nudge", "replace", "remove", "add"]))
+        if not path or action == "add":
+            target: Any = result
+            for step in path:
+                target = target[step]
+            if isinstance(target, dict):
+                target[draw(_KEYS)] = draw(_VALUES)
+            elif isinstance(target, list):
+                target.append(draw(_VALUES))
+        elif action == "remove":
+            del parent[path[-1]]
+        elif action == "nudge":
+            parent[path[-1]] = draw(_alike(parent[path[-1]]))
+        else:
+            parent[path[-1]] = draw(_VALUES)
+    return result
+
+
+def _alike(value: object) -> st.SearchStrategy[Any]:
+    """Return values of the same type as ``value``: the slightly wrong ones a person writes."""
+    if isinstance(value, bool):
+        return st.booleans()
+    if isinstance(value, int):
+        return st.integers(-(2**63), 2**63 - 1) | st.integers(value - 3, value + 3)
+    if isinstance(value, float):
+        return st.floats()
+    if isinstance(value, date):  # datetime is a date too
+        near = st.integers(-400, 400).map(lambda days: value + timedelta(days=days))
+        return near | (st.datetimes() if isinstance(value, datetime) else st.dates())
+    if isinstance(value, time):
+        return st.times()
+    if isinstance(value, str):
+        return _SCALARS.filter(lambda v: isinstance(v, str)) | st.just(value[::-1])
+    if isinstance(value, list):
+        return st.lists(_alike(value[0]) if value else _VALUES, max_size=len(value) + 2)
+    return _VALUES
+
+
+POLICY_DOCUMENTS = st.one_of(
+    mutated(FULL_DOCUMENT),
+    mutated(FULL_DOCUMENT),
+    mutated(DEFAULT_DOCUMENT),
+    mutated(REFERENCE_DOCUMENT),
+    mutated(MINIMAL_DOCUMENT),
+    st.dictionaries(_KEYS, _VALUES, max_size=6),
+)
+
+
+def _load_text(text: str) -> None:
+    """Load ``text`` as a policy file; only a PolicyError may come out."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "site.toml"
+        path.write_text(text, encoding="utf-8")
+        (Path(directory) / "rota.csv").write_text(ROTA_CSV, encoding="utf-8")
+        try:
+            loaded = load_policy(path)
+        except PolicyError as exc:
+            error = exc
+        else:
+            assert loaded.policy.default_role in loaded.policy.roles
+            return
+    assert error.problem
+    assert error.path is not None
+
+
+@given(POLICY_DOCUMENTS)
+def test_fuzz_a_policy_document_loads_or_is_refused_with_a_policy_error(
+    document: dict[str, object],
+) -> None:
+    _load_text(to_toml(document))
+
+
+@given(st.text(max_size=200), st.sampled_from(["", MINIMAL, 'schema = 1\nextends = "default"\n']))
+def test_fuzz_any_text_loads_or_is_refused_with_a_policy_error(text: str, start: str) -> None:
+    _load_text(start + text)
+
+
+def test_the_toml_writer_round_trips_the_bundled_policies() -> None:
+    for document in (DEFAULT_DOCUMENT, REFERENCE_DOCUMENT, MINIMAL_DOCUMENT, FULL_DOCUMENT):
+        assert tomllib.loads(to_toml(document)) == document
+
+
+def test_the_fuzzers_full_document_is_a_valid_policy(tmp_path: Path) -> None:
+    write(tmp_path, ROTA_CSV, "rota.csv")
+    loaded = load_policy(write(tmp_path, to_toml(FULL_DOCUMENT)))
+    assert loaded.policy.rota is not None
+    assert loaded.policy.plan.access_code == "0"
+    assert loaded.policy.pin_classes == frozenset({NumberClass.DOMESTIC_LD})

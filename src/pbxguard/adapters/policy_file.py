@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from pbxguard.adapters.holidays import golden_weeks_in, site_holiday_table
 from pbxguard.adapters.rota_file import load_rota
@@ -38,7 +45,13 @@ from pbxguard.domain.calendars import (
     WorkingHours,
 )
 from pbxguard.domain.channels import ChannelPlan
-from pbxguard.domain.numbers import ExtensionRange, NumberClass, NumberClassifier, NumberingPlan
+from pbxguard.domain.numbers import (
+    ExtensionRange,
+    FeatureCode,
+    NumberClass,
+    NumberClassifier,
+    NumberingPlan,
+)
 from pbxguard.domain.penalties import (
     CountWindow,
     PenaltySpec,
@@ -77,6 +90,14 @@ class SiteModel(_Model):
         return value
 
 
+def _feature_code(value: str) -> str:
+    try:
+        FeatureCode.parse(value)
+    except PolicyError as exc:
+        raise ValueError(exc.problem) from exc
+    return value
+
+
 class NumberingModel(_Model):
     access_code: str = Field(default="", pattern=r"^[0-9]{0,2}$")
     local_area_code: str = Field(pattern=r"^0?[1-9][0-9]{1,3}$")
@@ -92,6 +113,8 @@ class NumberingModel(_Model):
     local_lengths: list[Annotated[int, Field(ge=5, le=9)]] = [7, 8]
     hk_macau: list[Annotated[str, Field(pattern=r"^[0-9]{1,4}$")]] = ["852", "853"]
     taiwan: list[Annotated[str, Field(pattern=r"^[0-9]{1,4}$")]] = ["886"]
+    # Nothing is a feature code unless the policy lists it (the default bundle does).
+    feature_codes: list[Annotated[str, AfterValidator(_feature_code)]] = []
 
     @field_validator("extensions")
     @classmethod
@@ -204,9 +227,16 @@ class DatedShiftModel(_Model):
 
 
 class RotaModel(_Model):
-    file: str | None = None
+    file: str | None = Field(default=None, min_length=1)
     weekly: list[WeeklyShiftModel] = []
     dated: list[DatedShiftModel] = []
+
+    @field_validator("file")
+    @classmethod
+    def _file_name(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("a file name cannot contain NUL")
+        return value
 
 
 class StepModel(_Model):
@@ -394,8 +424,14 @@ def _build(
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = tuple(error["loc"])
-        raise _located(sources, loc, _describe(error)) from exc
-    policy, channels = _to_domain(model, sources, rota_may_be_missing=rota_may_be_missing)
+        raise _located(sources, loc, _describe(error), item=error.get("input")) from exc
+    try:
+        policy, channels = _to_domain(model, sources, rota_may_be_missing=rota_may_be_missing)
+    except PolicyError:
+        raise
+    except ConfigError as exc:
+        # A check of the core that the steps above do not locate: still name the file.
+        raise PolicyError(str(exc), path=sources[0].name if sources else None) from exc
     return LoadedPolicy(policy, channels, names, _rota_file(model, sources))
 
 
@@ -413,9 +449,12 @@ def _schedules(model: PolicyModel, tz: ZoneInfo, sources: Sequence[_Source]) -> 
     """Build the named schedules, with holidays from the library and the special periods."""
     calendar = model.calendar
     holidays = HolidayTable.without_holidays()
-    periods: list[SpecialPeriod] = [
-        SpecialPeriod(p.name, p.first, p.last) for p in calendar.periods
-    ]
+    periods: list[SpecialPeriod] = []
+    for index, p in enumerate(calendar.periods):
+        try:
+            periods.append(SpecialPeriod(p.name, p.first, p.last))
+        except ConfigError as exc:
+            raise _located(sources, ("calendar", "periods", index), str(exc)) from exc
     if calendar.holidays == "china":
         holidays = site_holiday_table()
         if calendar.golden_weeks:
@@ -468,6 +507,9 @@ def _rota(
         return None
     rota = Rota(tz)
     path = _rota_file(model, sources)
+    if path is not None and path.exists() and not path.is_file():
+        # A directory fails to read; a device or a pipe would block or never end.
+        raise _located(sources, ("rota", "file"), f"rota.file {str(path)!r} is not a file")
     if path is not None and (path.exists() or not rota_may_be_missing):
         rota = load_rota(path, tz)
     for index, ws in enumerate(rm.weekly):
@@ -496,15 +538,36 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{loc}: {message}" if loc else message
 
 
-def _located(sources: Sequence[_Source], loc: tuple[Any, ...], problem: str) -> PolicyError:
+def _located(
+    sources: Sequence[_Source], loc: tuple[Any, ...], problem: str, *, item: object = None
+) -> PolicyError:
+    """Build the error for the value at ``loc``, located in the file that sets it.
+
+    ``item``, the offending value, narrows an error inside a list written over several lines
+    (``feature_codes = [`` … ``]``) down to the line that holds it.
+    """
     best: tuple[int, _Source, int] | None = None
     for source in sources:
         found = _locate_depth(source.text, loc)
         if found is not None and (best is None or found[0] > best[0]):
             best = (found[0], source, found[1])
     if best is not None:
-        return PolicyError(problem, path=best[1].name, line=best[2])
+        line = best[2]
+        if isinstance(item, str) and loc and isinstance(loc[-1], int):
+            line = _item_line(best[1].text, line, item) or line
+        return PolicyError(problem, path=best[1].name, line=line)
     return PolicyError(problem, path=sources[0].name if sources else None)
+
+
+def _item_line(text: str, key_line: int, item: str) -> int | None:
+    """Return the line, from ``key_line`` to the next key, that holds the string ``item``."""
+    quoted = (f'"{item}"', f"'{item}'")
+    for number, line in enumerate(text.splitlines()[key_line - 1 :], start=key_line):
+        if number > key_line and (_HEADER.match(line) or _KEY.match(line)):
+            return None
+        if any(q in line for q in quoted):
+            return number
+    return None
 
 
 def _check(condition: bool, sources: Sequence[_Source], loc: tuple[Any, ...], problem: str) -> None:
@@ -609,6 +672,7 @@ def _to_domain(
         local_lengths=frozenset(n.local_lengths),
         hk_macau=tuple(n.hk_macau),
         taiwan=tuple(n.taiwan),
+        feature_codes=tuple(FeatureCode.parse(f) for f in n.feature_codes),
     )
     try:
         channels = ChannelPlan.parse(

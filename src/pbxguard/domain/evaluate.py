@@ -171,10 +171,13 @@ def evaluate(
             Verdict.ALLOW, None, ("紧急号码始终放行", "emergency numbers always go through")
         )
     if number_class is NumberClass.INVALID:
+        # Strings with * or # that are not the site's feature codes land here too: they are
+        # refused whoever dials them, with no offence (nothing was dialled).
+        reason_zh = classification.reason_zh or classification.reason
         return decide(
             Verdict.DENY,
             None,
-            (f"无法识别的号码：{classification.reason}", f"not a number: {classification.reason}"),
+            (f"无法识别的号码：{reason_zh}", f"not a number: {classification.reason}"),
         )
     if line is not None and line.use is LineUse.EMERGENCY_ONLY:
         return decide(

@@ -2,18 +2,29 @@
 
 Theory of operation
 -------------------
-A dialled string goes through three steps:
+A dialled string goes through four steps:
 
-1. **Clean-up.** Formatting characters (spaces, ``-``, ``.``, parentheses) are dropped, so
-   ``021-1234 5678`` and ``02112345678`` are the same number. Anything that is not a dialable
-   string is rejected with a reason: empty input, letters, SIP URIs. Strings made of digits with
-   ``*`` or ``#`` are feature codes (``*72``), a class of their own.
-2. **Normalisation.** Exact emergency numbers and extensions are recognised first, before any
+1. **Clean-up.** Unicode is folded first (NFKC, then every Unicode decimal digit to its ASCII
+   digit), so full-width ``１１０``, Arabic-Indic ``١١٠`` and ``＋``/``＊``/``＃`` read as what
+   they are. Formatting characters are dropped: spaces of every kind, dashes, ``.``,
+   parentheses, and invisible characters (zero-width spaces and joiners, the byte-order mark,
+   soft hyphens, bidirectional marks and controls), so ``021-1234 5678``, ``02112345678`` and
+   ``0２1 1234\u200b5678`` are the same number. What is left must be digits, ``+`` (first
+   place only), ``*`` and ``#``; anything else (letters, SIP URIs, pause characters, control
+   characters) is rejected with a reason in Chinese and English, as is a string that is empty
+   or too long.
+2. **Dialling symbols.** A string matching one of the site's feature-code patterns (``*97``,
+   ``**XXXX``, see `FeatureCode`) is a feature code. Otherwise a ``#`` at the very end only
+   ends dialling, as a phone's send key does: it is dropped and the rest is classified. Any
+   other ``*`` or ``#`` makes the string undialable: carriers and gateways drop or act on
+   these symbols in ways pbxguard cannot know, so ``0044*1632960123`` or
+   ``00441632960123##`` might still reach the number it hides.
+3. **Normalisation.** Exact emergency numbers and extensions are recognised first, before any
    prefix is stripped, so that no stripping can ever turn ``110`` into something else. Then the
    site's outside-line access code is stripped once, then a carrier IP-dialling prefix (17909,
    17951, ...), and ``+`` becomes ``00``. ``0086`` (China's own country code) is folded back to a
    domestic number.
-3. **Classification** by a longest-prefix table compiled once per policy load: the table holds
+4. **Classification** by a longest-prefix table compiled once per policy load: the table holds
    every prefix the site declares (service, premium, mobile, international, area codes); the
    longest prefix that matches decides. A few shapes (mobile, long distance) then check length.
 
@@ -24,6 +35,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -57,10 +69,164 @@ LONG_DISTANCE_CLASSES = frozenset(
     }
 )
 
-_FORMATTING = str.maketrans("", "", " -.()\t\u00a0\u3000")
+#: Strings longer than this (as received, formatting included) are not looked at further.
+MAX_DIALLED_CHARS = 256
+#: The most digits and dialling symbols a number may have once formatting is removed: the
+#: longest legitimate string (access code, IP-dialling prefix, 00, a 15-digit E.164 number)
+#: has 24.
+MAX_NUMBER_LENGTH = 32
+
+_ASCII_FORMATTING = str.maketrans("", "", " -.()\t")
+# Invisible characters that a copy from a chat, a web page or a spreadsheet leaves inside a
+# number: soft hyphen, zero-width space/non-joiner/joiner, word joiner, byte-order mark, and
+# the bidirectional marks, embeddings, overrides and isolates. Dropped like spaces.
+_INVISIBLE = frozenset(
+    "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+_MINUS_SIGN = "\u2212"
+_DIALABLE = re.compile(r"[0-9+*#]+")
 _DIGITS = re.compile(r"[0-9]+")
-_FEATURE = re.compile(r"[0-9*#]*[*#][0-9*#]*")
+_PAUSES = frozenset("pPwW,;")
 _EXTENSION_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+_FEATURE_POSITIONS = 20
+
+
+def _without_formatting(text: str) -> str:
+    """Fold Unicode digits and symbols to ASCII and drop formatting characters."""
+    if text.isascii():
+        return text.translate(_ASCII_FORMATTING)
+    kept: list[str] = []
+    for char in unicodedata.normalize("NFKC", text):
+        if char.isascii():
+            kept.append(char)
+        elif char.isdecimal():
+            # NFKC leaves most scripts' digits alone (Arabic-Indic, Devanagari, ...).
+            kept.append(str(unicodedata.decimal(char)))
+        elif (
+            char in _INVISIBLE or char == _MINUS_SIGN or unicodedata.category(char) in ("Zs", "Pd")
+        ):
+            continue
+        else:
+            kept.append(char)
+    return "".join(kept).translate(_ASCII_FORMATTING)
+
+
+def _undialable(cleaned: str) -> tuple[str, str]:
+    """Return why ``cleaned`` (not only digits, + and dialling symbols) cannot be dialled."""
+    bad = next(c for c in cleaned if c not in "0123456789+*#")
+    if bad in _PAUSES:
+        return (
+            f"pause and wait characters (p, w, ',') are not dialable: contains {bad!r}",
+            f"暂停/等待符（p、w、逗号）不能拨打：含 {bad!r}",
+        )
+    if unicodedata.category(bad) in ("Cc", "Cf", "Cs", "Co", "Cn"):
+        code = f"U+{ord(bad):04X}"
+        return (
+            f"not dialable: contains the control or unassigned character {code}",
+            f"含控制字符或未定义字符 {code}，不能拨打",
+        )
+    return f"not dialable: contains {bad!r}", f"含不能拨打的字符 {bad!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureCode:
+    """One of the site's feature codes, as a fixed-length Asterisk-style pattern.
+
+    The pattern starts with ``*`` or ``#`` (after an optional leading ``_``, as in
+    extensions.conf) and holds digits, ``*``, ``#``, ``X`` (any digit), ``Z`` (1-9), ``N``
+    (2-9) and ``[...]`` (the digits and ranges listed, ``[13-5]``). ``.`` and ``!`` are refused:
+    they match anything after the code, so ``*72.`` would let ``*7200441632960123`` through.
+
+    Attributes:
+        pattern: the pattern as written in the policy.
+        regex: the equivalent regular expression (matched against the whole string).
+    """
+
+    pattern: str
+    regex: str
+
+    @classmethod
+    def parse(cls, text: str) -> FeatureCode:
+        """Parse a pattern such as ``*97``, ``*8``, ``**XXXX`` or ``_*9[78]``.
+
+        Raises:
+            PolicyError: the text is not a feature-code pattern; the message says why.
+        """
+        body = text.strip()
+        body = body.removeprefix("_")
+        if not body:
+            raise PolicyError(f"feature code {text!r} is empty")
+        if body[0] not in "*#":
+            raise PolicyError(
+                f"feature code {text!r} must start with * or #: a pattern of digits would "
+                "turn ordinary numbers into feature codes"
+            )
+        parts: list[str] = []
+        index = 0
+        while index < len(body):
+            char = body[index]
+            if char in "0123456789":
+                parts.append(char)
+            elif char in "*#":
+                parts.append(re.escape(char))
+            elif char in "Xx":
+                parts.append("[0-9]")
+            elif char in "Zz":
+                parts.append("[1-9]")
+            elif char in "Nn":
+                parts.append("[2-9]")
+            elif char == "[":
+                end = body.find("]", index)
+                if end < 0:
+                    raise PolicyError(f"feature code {text!r}: '[' without a closing ']'")
+                parts.append(_digit_class(text, body[index + 1 : end]))
+                index = end
+            elif char in ".!":
+                raise PolicyError(
+                    f"feature code {text!r}: {char!r} would match any digits after the code; "
+                    "a feature code has a fixed length (list each form, e.g. *72 and *72XXXX)"
+                )
+            else:
+                raise PolicyError(
+                    f"feature code {text!r}: unexpected {char!r} at position {index + 1}; "
+                    "use digits, *, #, X, Z, N and [...]"
+                )
+            index += 1
+        if len(parts) > _FEATURE_POSITIONS:
+            raise PolicyError(
+                f"feature code {text!r} is longer than {_FEATURE_POSITIONS} positions"
+            )
+        return cls(text, "".join(parts))
+
+    def matches(self, dialled: str) -> bool:
+        """Tell whether ``dialled`` (already cleaned of formatting) is this feature code."""
+        return re.fullmatch(self.regex, dialled) is not None
+
+
+def _digit_class(text: str, inside: str) -> str:
+    """Return the regex class for the ``[...]`` part ``inside`` of feature code ``text``."""
+    if not inside:
+        raise PolicyError(f"feature code {text!r}: '[]' lists no digit")
+    index = 0
+    while index < len(inside):
+        char = inside[index]
+        if char not in "0123456789":
+            raise PolicyError(
+                f"feature code {text!r}: '[...]' may hold only digits and ranges such as 1-5, "
+                f"not {char!r}"
+            )
+        if index + 1 < len(inside) and inside[index + 1] == "-":
+            if index + 2 >= len(inside) or inside[index + 2] not in "0123456789":
+                raise PolicyError(f"feature code {text!r}: unfinished range in '[{inside}]'")
+            if inside[index + 2] < char:
+                raise PolicyError(
+                    f"feature code {text!r}: range {char}-{inside[index + 2]} runs backwards"
+                )
+            index += 3
+        else:
+            index += 1
+    return f"[{inside}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +279,9 @@ class NumberingPlan:
         hk_macau: country codes classed as Hong Kong/Macau.
         taiwan: country codes classed as Taiwan (a site decision; default like hk_macau).
         domestic_country_code: China's own country code, folded back to a domestic number.
+        feature_codes: the PBX's feature codes (``*97``, ``**XXXX``); a string with ``*`` or
+            ``#`` that matches none of them is not dialable (a ``#`` at the end only ends
+            dialling).
     """
 
     access_code: str = ""
@@ -128,6 +297,7 @@ class NumberingPlan:
     hk_macau: tuple[str, ...] = ("852", "853")
     taiwan: tuple[str, ...] = ("886",)
     domestic_country_code: str = "86"
+    feature_codes: tuple[FeatureCode, ...] = ()
 
     _extension_lengths: frozenset[int] = field(default=frozenset(), repr=False, compare=False)
 
@@ -154,6 +324,7 @@ class Classification:
         number_class: the class.
         reason: for ``invalid``, why; otherwise a short note on how the class was found.
         carrier_prefix: the IP-dialling prefix that was stripped, if any.
+        reason_zh: for ``invalid``, why, in Chinese.
     """
 
     dialled: str
@@ -161,6 +332,7 @@ class Classification:
     number_class: NumberClass
     reason: str = ""
     carrier_prefix: str = ""
+    reason_zh: str = ""
 
     @property
     def is_emergency(self) -> bool:
@@ -181,6 +353,7 @@ class NumberClassifier:
     plan: NumberingPlan
     _table: Mapping[str, _Entry] = field(repr=False)
     _lengths: tuple[int, ...] = field(repr=False)
+    _features: re.Pattern[str] | None = field(default=None, repr=False)
 
     @classmethod
     def compile(cls, plan: NumberingPlan) -> NumberClassifier:
@@ -207,7 +380,12 @@ class NumberClassifier:
         put(("00" + c for c in plan.hk_macau), NumberClass.HK_MACAU, "Hong Kong/Macau code")
         put(("00" + c for c in plan.taiwan), NumberClass.TAIWAN, "Taiwan code")
         lengths = tuple(sorted({len(p) for p in table}, reverse=True))
-        return cls(plan, table, lengths)
+        features = (
+            re.compile("|".join(f"(?:{f.regex})" for f in plan.feature_codes))
+            if plan.feature_codes
+            else None
+        )
+        return cls(plan, table, lengths, features)
 
     def lookup(self, digits: str) -> tuple[str, NumberClass, str] | None:
         """Return the longest matching prefix with its class and note, if any."""
@@ -218,6 +396,10 @@ class NumberClassifier:
                 if entry is not None:
                     return digits[:length], entry.number_class, entry.note
         return None
+
+    def is_feature_code(self, cleaned: str) -> bool:
+        """Tell whether ``cleaned`` (formatting removed) is one of the site's feature codes."""
+        return self._features is not None and self._features.fullmatch(cleaned) is not None
 
     def classify(self, dialled: str, *, with_access_code: bool = True) -> Classification:
         """Classify one dialled string.
@@ -232,23 +414,78 @@ class NumberClassifier:
             The classification; never raises.
         """
         if not isinstance(dialled, str):
-            return Classification(str(dialled), "", NumberClass.INVALID, "not a string")
-        cleaned = dialled.translate(_FORMATTING)
+            return _invalid(str(dialled), ("not a string", "不是字符串"))
+        # Most dialled strings are plain digits: classify those without any clean-up.
+        if dialled.isascii() and dialled.isdigit() and len(dialled) <= MAX_NUMBER_LENGTH:
+            return self._classify_digits(dialled, dialled, with_access_code=with_access_code)
+        if len(dialled) > MAX_DIALLED_CHARS:
+            return _invalid(
+                dialled,
+                (
+                    f"too long: more than {MAX_DIALLED_CHARS} characters",
+                    f"号码过长：超过 {MAX_DIALLED_CHARS} 个字符",
+                ),
+            )
+        cleaned = _without_formatting(dialled)
         if not cleaned:
-            return Classification(dialled, "", NumberClass.INVALID, "empty number")
+            return _invalid(dialled, ("empty number", "空号码"))
         if cleaned.lower().startswith(("sip:", "sips:", "tel:")) or "@" in cleaned:
-            return Classification(dialled, "", NumberClass.INVALID, "a SIP URI, not a number")
-        if ("*" in cleaned or "#" in cleaned) and _FEATURE.fullmatch(cleaned):
-            return Classification(dialled, cleaned, NumberClass.FEATURE, "feature code")
+            return _invalid(dialled, ("a SIP URI, not a number", "SIP 地址，不是电话号码"))
+        if not _DIALABLE.fullmatch(cleaned):
+            return _invalid(dialled, _undialable(cleaned))
+        if len(cleaned) > MAX_NUMBER_LENGTH:
+            return _invalid(
+                dialled,
+                (
+                    f"too long: more than {MAX_NUMBER_LENGTH} digits",
+                    f"号码过长：超过 {MAX_NUMBER_LENGTH} 位",
+                ),
+            )
+        if "*" in cleaned or "#" in cleaned:
+            if self.is_feature_code(cleaned):
+                return Classification(dialled, cleaned, NumberClass.FEATURE, "feature code")
+            # A # at the very end is the phone's "send" key: it ends dialling.
+            cleaned = cleaned.removesuffix("#")
+            if self.is_feature_code(cleaned):
+                return Classification(dialled, cleaned, NumberClass.FEATURE, "feature code")
+            if not cleaned:
+                return _invalid(dialled, ("empty number", "空号码"))
+            if "*" in cleaned or "#" in cleaned:
+                return _invalid(dialled, self._symbol_problem(cleaned, with_access_code))
         international = cleaned.startswith("+")
         digits = cleaned[1:] if international else cleaned
         if not _DIGITS.fullmatch(digits):
-            bad = next((c for c in digits if c not in "0123456789"), None)
-            reason = f"not dialable: contains {bad!r}" if bad else "empty number after '+'"
-            return Classification(dialled, "", NumberClass.INVALID, reason)
+            if not digits:
+                return _invalid(dialled, ("empty number after '+'", "'+' 后没有号码"))
+            return _invalid(
+                dialled,
+                (
+                    "not dialable: '+' is allowed only at the start",
+                    "'+' 只能出现在号码开头",
+                ),
+            )
         if international:
             digits = "00" + digits
         return self._classify_digits(dialled, digits, with_access_code=with_access_code)
+
+    def _symbol_problem(self, cleaned: str, with_access_code: bool) -> tuple[str, str]:
+        """Say why a string with ``*`` or ``#`` that is no feature code cannot be dialled."""
+        access = self.plan.access_code
+        if (
+            with_access_code
+            and access
+            and cleaned.startswith(access)
+            and cleaned[len(access) : len(access) + 1] in ("*", "#")
+        ):
+            return (
+                "'*' or '#' after the outside-line access code would reach the carrier's own "
+                "service codes",
+                "外线字冠后拨 '*' 或 '#' 会送往运营商的业务代码，不能拨打",
+            )
+        return (
+            "'*' and '#' are dialable only in the site's feature codes, and '#' only at the end",
+            "'*' 和 '#' 只能用于本站功能码，'#' 只能在末尾表示拨号结束",
+        )
 
     def _classify_digits(
         self, dialled: str, digits: str, *, with_access_code: bool
@@ -278,33 +515,55 @@ class NumberClassifier:
         found = self.lookup(digits)
         if found is None:
             return Classification(
-                dialled, digits, NumberClass.INVALID, "matches no number pattern", carrier
+                dialled,
+                digits,
+                NumberClass.INVALID,
+                "matches no number pattern",
+                carrier,
+                "不符合任何号码格式",
             )
         prefix, number_class, note = found
         problem = _length_problem(number_class, prefix, digits, plan)
-        if problem:
-            return Classification(dialled, digits, NumberClass.INVALID, problem, carrier)
+        if problem is not None:
+            return Classification(
+                dialled, digits, NumberClass.INVALID, problem[0], carrier, problem[1]
+            )
         return Classification(dialled, digits, number_class, note, carrier)
+
+
+def _invalid(dialled: str, reason: tuple[str, str]) -> Classification:
+    """Return the ``invalid`` classification of ``dialled`` with an English/Chinese reason."""
+    return Classification(dialled, "", NumberClass.INVALID, reason[0], reason_zh=reason[1])
 
 
 def _length_problem(
     number_class: NumberClass, prefix: str, digits: str, plan: NumberingPlan
-) -> str:
-    """Return why ``digits`` has the wrong length for its class, or ""."""
+) -> tuple[str, str] | None:
+    """Return why ``digits`` has the wrong length for its class (English, Chinese), or None."""
     size = len(digits)
     if number_class is NumberClass.MOBILE:
         subscriber = digits[1:] if digits.startswith("0") else digits
-        return "" if len(subscriber) == 11 else "a mobile number has 11 digits"
+        if len(subscriber) == 11:
+            return None
+        return "a mobile number has 11 digits", "手机号码应为 11 位"
     if number_class is NumberClass.LOCAL:
         subscriber = digits[len(prefix) :] if prefix.startswith("0") else digits
         if len(subscriber) in plan.local_lengths:
-            return ""
-        return f"a local number has {'/'.join(map(str, sorted(plan.local_lengths)))} digits"
+            return None
+        lengths = "/".join(map(str, sorted(plan.local_lengths)))
+        return f"a local number has {lengths} digits", f"本地号码应为 {lengths} 位"
     if number_class is NumberClass.DOMESTIC_LD:
-        return "" if 10 <= size <= 12 else "a long-distance number has 10 to 12 digits"
+        if 10 <= size <= 12:
+            return None
+        return "a long-distance number has 10 to 12 digits", "国内长途号码应为 10 至 12 位"
     if number_class in (NumberClass.INTERNATIONAL, NumberClass.HK_MACAU, NumberClass.TAIWAN):
-        return "" if 7 <= size <= 19 else "an international number has 5 to 17 digits after 00"
-    return ""
+        if 7 <= size <= 19:
+            return None
+        return (
+            "an international number has 5 to 17 digits after 00",
+            "国际号码在 00 之后应有 5 至 17 位",
+        )
+    return None
 
 
 def classify_number(dialled: str, plan: NumberingPlan) -> Classification:

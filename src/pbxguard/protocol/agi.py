@@ -36,8 +36,8 @@ split across two TCP reads arrives intact. Input is capped: an environment that 
 `AgiProtocolError`, as is anything that is not AGI at all (an HTTP request, a port scanner).
 
 Commands are `AgiCommand` values built by its constructors, which quote arguments the way
-``res_agi``'s ``parse_args`` reads them back and refuse CR, LF and NUL in any value: nothing a
-caller controls can inject a second command.
+``res_agi``'s ``parse_args`` reads them back and refuse CR, LF and NUL in any value (and text
+with no UTF-8 form): nothing a caller controls can inject a second command.
 """
 
 from __future__ import annotations
@@ -61,9 +61,13 @@ MAX_COMMAND_BYTES: Final = 2047
 _END_OF_USAGE: Final = "520 End of proper usage."
 _ENV_KEY = re.compile(r"agi_[a-z0-9_]+")
 _ARG_KEY = re.compile(r"agi_arg_([1-9][0-9]*)")
+# res_agi passes at most 127 arguments (MAX_ARGS); a longer index is not an argument of ours,
+# and int() refuses strings of more than 4300 digits with a ValueError.
+_MAX_ARG_DIGITS: Final = 3
 _REPLY = re.compile(r"([0-9]{3})([ -])(.*)")
-# Greedy data: a value read back by GET VARIABLE may itself contain parentheses.
-_RESULT = re.compile(r"result=(-?[0-9]+)(?: \((.*)\))?(?: endpos=(-?[0-9]+))?")
+# Greedy data: a value read back by GET VARIABLE may itself contain parentheses. Results and
+# offsets are C integers: at most 19 digits.
+_RESULT = re.compile(r"result=(-?[0-9]{1,19})(?: \((.*)\))?(?: endpos=(-?[0-9]{1,19}))?")
 _VARIABLE_NAME = re.compile(r"_{0,2}[A-Za-z][A-Za-z0-9_]*(?:\([A-Za-z0-9_,-]*\))?")
 _REQUIRED_KEYS: Final = ("agi_request", "agi_channel", "agi_uniqueid")
 # res_agi writes "unknown" for a caller number, caller name, DNID or RDNIS it does not have.
@@ -198,7 +202,14 @@ class AgiCommand:
     def __post_init__(self) -> None:
         if "\r" in self.line or "\n" in self.line or "\x00" in self.line:
             raise AgiProtocolError(f"{self.verb}: a command line may not contain CR, LF or NUL")
-        if len(self.line.encode()) + 1 > MAX_COMMAND_BYTES:
+        try:
+            size = len(self.line.encode())
+        except UnicodeEncodeError as exc:
+            # A lone surrogate (text decoded with surrogateescape) has no UTF-8 form.
+            raise AgiProtocolError(
+                f"{self.verb}: the command holds text that is not valid Unicode"
+            ) from exc
+        if size + 1 > MAX_COMMAND_BYTES:
             raise AgiProtocolError(
                 f"{self.verb}: command longer than the {MAX_COMMAND_BYTES} bytes res_agi reads"
             )
@@ -221,7 +232,8 @@ class AgiCommand:
             The command.
 
         Raises:
-            AgiProtocolError: an invalid name, CR/LF/NUL in the value, or a line too long.
+            AgiProtocolError: an invalid name, CR/LF/NUL or a lone surrogate in the value, or
+                a line too long.
         """
         return cls(
             "SET VARIABLE", f"SET VARIABLE {_check_variable_name(name)} {quote_argument(value)}"
@@ -254,7 +266,8 @@ class AgiCommand:
             The command.
 
         Raises:
-            AgiProtocolError: CR/LF/NUL in the message, a level out of range, or a line too long.
+            AgiProtocolError: CR/LF/NUL or a lone surrogate in the message, a level out of
+                range, or a line too long.
         """
         if not 1 <= level <= 4:
             raise AgiProtocolError(f"VERBOSE level must be 1 to 4, not {level}")
@@ -271,7 +284,7 @@ class AgiCommand:
             The command.
 
         Raises:
-            AgiProtocolError: CR/LF/NUL or a space in the channel name.
+            AgiProtocolError: CR/LF/NUL, a space or a lone surrogate in the channel name.
         """
         if channel is None:
             return cls("HANGUP", "HANGUP")
@@ -513,6 +526,8 @@ def _build_environment(lines: list[tuple[str, str]]) -> AgiEnvironment:
         variables[key] = value
         arg = _ARG_KEY.fullmatch(key)
         if arg is not None:
+            if len(arg[1]) > _MAX_ARG_DIGITS:
+                raise AgiProtocolError(f"AGI environment argument {key[:24]}… is out of range")
             arguments[int(arg[1])] = value
     for key in _REQUIRED_KEYS:
         if key not in variables:

@@ -540,8 +540,8 @@ def encode_message(fields: Iterable[tuple[str, str]] | Mapping[str, str]) -> byt
         The bytes to write.
 
     Raises:
-        AmiProtocolError: a key is empty or holds ``:``, or a key or value is not a string or
-            holds CR or LF (header injection).
+        AmiProtocolError: a key is empty or holds ``:``, or a key or value is not a string,
+            holds CR or LF (header injection), or is not valid Unicode (a lone surrogate).
     """
     items = fields.items() if isinstance(fields, Mapping) else fields
     parts: list[str] = []
@@ -549,7 +549,13 @@ def encode_message(fields: Iterable[tuple[str, str]] | Mapping[str, str]) -> byt
         _check_field(key, value)
         parts.append(f"{key}: {value}\r\n")
     parts.append("\r\n")
-    return "".join(parts).encode()
+    try:
+        return "".join(parts).encode()
+    except UnicodeEncodeError as exc:
+        # A lone surrogate (text decoded with surrogateescape) has no UTF-8 form.
+        raise AmiProtocolError(
+            f"refusing text that is not valid Unicode at position {exc.start} of the message"
+        ) from exc
 
 
 def encode_action(
