@@ -109,6 +109,7 @@ class Service:
                 host=settings.agi.host,
                 port=settings.agi.port,
                 request_timeout=settings.agi.deadline,
+                max_connections=settings.agi.max_connections,
             )
         return cls(settings, loaded, ledger, spool, guard, ami, agi, link, clock)
 
