@@ -62,6 +62,7 @@ import enum
 import errno
 import os
 import resource
+import select
 import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -119,6 +120,9 @@ _READ_SIZE: Final = 4096
 # few enough that a burst of them delays the requests being served by a fraction of a
 # millisecond per turn.
 _ACCEPT_BATCH: Final = 8
+# Connections still sending their environment read per turn of the loop (each read can parse
+# a whole environment, some 50 µs).
+_READ_BATCH: Final = 8
 # Connections closed at their deadline, at most _SWEEP_BATCH every _SWEEP_PACE seconds
 # (4,000 a second). A flood's connections all expire together, and the flood opens new ones
 # as soon as the old ones close: paced, that wave costs the requests being served a little
@@ -203,6 +207,39 @@ class _Phase(enum.Enum):
     DONE = "done"
 
 
+class _WaitingSet:
+    """The connections still sending their environment, polled apart from the event loop's.
+
+    The loop watches one descriptor, this set's epoll, and `ready` hands out at most a batch
+    of readable connections per turn: a thousand connections that send their bytes (or close)
+    at the same instant are read over several turns, and the requests being served (whose
+    sockets the loop watches itself) and the rest of the daemon get their turns in between.
+    """
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._requests: dict[int, _Request] = {}
+
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
+    def add(self, request: _Request) -> None:
+        self._epoll.register(request.fd, select.EPOLLIN)
+        self._requests[request.fd] = request
+
+    def discard(self, request: _Request) -> None:
+        if self._requests.pop(request.fd, None) is not None:
+            self._epoll.unregister(request.fd)
+
+    def ready(self, limit: int) -> list[_Request]:
+        requests = self._requests
+        return [requests[fd] for fd, _ in self._epoll.poll(0, limit) if fd in requests]
+
+    def close(self) -> None:
+        self._requests.clear()
+        self._epoll.close()
+
+
 class _Request:
     """One accepted connection: its socket, its codec and where it stands."""
 
@@ -221,6 +258,7 @@ class _Request:
         "unread",
         "unsent",
         "waiter",
+        "waiting_set",
     )
 
     def __init__(
@@ -232,6 +270,7 @@ class _Request:
         accepted_at: float,
         deadline: float,
         on_readable: Callable[[_Request], None],
+        waiting_set: _WaitingSet,
     ) -> None:
         self.loop = loop
         self.sock = sock
@@ -242,6 +281,7 @@ class _Request:
         self.accepted_at = accepted_at
         self.deadline = deadline
         self.on_readable = on_readable
+        self.waiting_set = waiting_set
         self.phase = _Phase.ENVIRONMENT
         self.reading = False
         self.eof = False
@@ -250,14 +290,23 @@ class _Request:
         self.waiter: asyncio.Future[None] | None = None
 
     def start_reading(self) -> None:
-        if not self.reading and not self.eof:
+        """Watch the socket: in the waiting set until the environment is in, then in the loop."""
+        if self.reading or self.eof:
+            return
+        if self.phase is _Phase.ENVIRONMENT:
+            self.waiting_set.add(self)
+        else:
             self.loop.add_reader(self.fd, self.on_readable, self)
-            self.reading = True
+        self.reading = True
 
     def stop_reading(self) -> None:
-        if self.reading:
+        if not self.reading:
+            return
+        if self.phase is _Phase.ENVIRONMENT:
+            self.waiting_set.discard(self)
+        else:
             self.loop.remove_reader(self.fd)
-            self.reading = False
+        self.reading = False
 
     def end_of_stream(self) -> None:
         """Note that nothing more will be read (EOF, a reset, or a write that failed)."""
@@ -313,8 +362,8 @@ class _Request:
             self.loop.remove_writer(self.fd)
 
     def close(self, *, failure: bool) -> None:
-        self.phase = _Phase.DONE
         self.stop_reading()
+        self.phase = _Phase.DONE
         if self.unsent:
             self.unsent.clear()
             self.loop.remove_writer(self.fd)
@@ -431,6 +480,7 @@ class FastAgiServer:
         self._listeners: list[socket.socket] = []
         self._address: tuple[str, int] | None = None
         self._spare_fd: int | None = None
+        self._waiting_set: _WaitingSet | None = None
         # Connections still sending their environment, in the order of their deadlines (one
         # timeout for all); entries whose environment arrived stay until the sweep drops them.
         self._waiting: collections.deque[_Request] = collections.deque()
@@ -486,6 +536,8 @@ class FastAgiServer:
         self._listeners = listeners
         self._address = (str(host), int(port))
         self._spare_fd = _open_spare()
+        self._waiting_set = _WaitingSet()
+        loop.add_reader(self._waiting_set.fileno(), self._on_waiting_ready)
         self._stopped.clear()
         self._accept_paused = True
         self._resume_accept()
@@ -567,6 +619,10 @@ class FastAgiServer:
             request = self._waiting.popleft()
             if request.phase is _Phase.ENVIRONMENT:
                 self._finish(request, None, failure=False)
+        if self._waiting_set is not None:
+            loop.remove_reader(self._waiting_set.fileno())
+            self._waiting_set.close()
+            self._waiting_set = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -603,7 +659,8 @@ class FastAgiServer:
 
     def _admit(self, sock: socket.socket, peer: object) -> None:
         sock.setblocking(False)
-        if self._active >= self._max_connections:
+        waiting_set = self._waiting_set
+        if waiting_set is None or self._active >= self._max_connections:
             self._refuse(sock, peer, "max_connections")
             return
         loop = asyncio.get_running_loop()
@@ -615,6 +672,7 @@ class FastAgiServer:
             accepted_at=now,
             deadline=now + self._request_timeout,
             on_readable=self._on_readable_callback,
+            waiting_set=waiting_set,
         )
         self._accepted += 1
         self._active += 1
@@ -622,6 +680,8 @@ class FastAgiServer:
         request.start_reading()
         if self._sweep_handle is None:
             self._sweep_handle = loop.call_at(request.deadline, self._sweep)
+        # Asterisk sends its environment as soon as it has connected: it is often here already.
+        self._on_readable(request)
 
     def _refuse(self, sock: socket.socket, peer: object, reason: str) -> None:
         _send_failure(sock)
@@ -707,6 +767,14 @@ class FastAgiServer:
 
     # --- reading the environment ---------------------------------------------------------
 
+    def _on_waiting_ready(self) -> None:
+        waiting_set = self._waiting_set
+        if waiting_set is None:
+            return
+        for request in waiting_set.ready(_READ_BATCH):
+            if request.phase is _Phase.ENVIRONMENT:
+                self._on_readable(request)
+
     def _on_readable(self, request: _Request) -> None:
         try:
             data = request.sock.recv(_READ_SIZE)
@@ -762,8 +830,10 @@ class FastAgiServer:
             )
             self._finish(request, _Outcome.UNKNOWN_ROUTE, failure=True)
             return
+        request.stop_reading()
         request.phase = _Phase.HANDLER
         request.unread = 0
+        request.start_reading()
         # Commands and replies are small and strictly alternate: never hold one back.
         with contextlib.suppress(OSError):
             request.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
