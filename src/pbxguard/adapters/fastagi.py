@@ -15,16 +15,20 @@ connection costs next to nothing until its environment has arrived:
 
 - The server accepts on its own listening sockets, at most ``_ACCEPT_BATCH`` connections per
   turn of the event loop, so that a burst of connections never holds the loop for long.
-- A connection still sending its environment is a socket registered for reading and an entry
-  in a queue ordered by deadline (every connection gets the same timeout, so arrival order is
-  deadline order). It has no task, no stream objects and no timer of its own: one timer for
-  the whole server closes the connections whose deadline has passed, ``_SWEEP_BATCH`` every
-  ``_SWEEP_PACE`` seconds, answering each ``failure`` first (``AGISTATUS=FAILURE``, the
-  dialplan's fail mode). A flood's connections expire all together and the flood reopens
-  them at once; paced, that wave costs the requests being served a little for a while rather
-  than tens of milliseconds at once.
+- A connection still sending its environment is a descriptor in the server's own epoll set
+  and an entry in a queue ordered by deadline (every connection gets the same timeout, so
+  arrival order is deadline order). It has no task, no stream objects and no timer of its
+  own. The event loop watches the epoll set as one descriptor, which hands out at most
+  ``_READ_BATCH`` readable connections per turn, so a thousand of them sending (or closing)
+  at once cannot stall the loop, and with it the AMI reader. One timer for the whole server
+  closes the connections whose deadline has passed, ``_SWEEP_BATCH`` every ``_SWEEP_PACE``
+  seconds, answering each ``failure`` first (``AGISTATUS=FAILURE``, the dialplan's fail
+  mode). A flood's connections expire all together and the flood reopens them at once;
+  paced, that wave costs the requests being served a little for a while rather than tens of
+  milliseconds at once.
 - A complete environment for a known route gets a task, which runs the handler under the
-  same deadline and exchanges commands and replies over the same socket, with the codec
+  same deadline and exchanges commands and replies over the same socket, now watched by the
+  event loop itself so that replies are read at once, with the codec
   buffering whatever Asterisk sends between commands (a ``HANGUP`` line) until the handler
   asks for its next reply.
 - At most ``max_connections`` connections are open at once. One more is answered ``failure``
@@ -481,9 +485,9 @@ class FastAgiServer:
         self._address: tuple[str, int] | None = None
         self._spare_fd: int | None = None
         self._waiting_set: _WaitingSet | None = None
-        # Connections still sending their environment, in the order of their deadlines (one
-        # timeout for all); entries whose environment arrived stay until the sweep drops them.
-        self._waiting: collections.deque[_Request] = collections.deque()
+        # Connections in the order of their deadlines (one timeout for all, so arrival order);
+        # those that are no longer waiting for their environment stay until the sweep drops them.
+        self._deadlines: collections.deque[_Request] = collections.deque()
         self._sweep_handle: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: Counter[_Outcome] = Counter()
@@ -493,9 +497,9 @@ class FastAgiServer:
         self._accept_pauses = 0
         self._accept_paused = False
         self._resume_handle: asyncio.TimerHandle | None = None
-        self._short_since: float | None = None
-        self._short_pauses = 0
-        self._short_refused = 0
+        self._shortage_since: float | None = None
+        self._shortage_pauses = 0
+        self._shortage_refused = 0
         self._misbehaving: Counter[str] = Counter()
         self._summary_handle: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
@@ -530,6 +534,8 @@ class FastAgiServer:
         """Listen, and return the bound host and port; `ConfigError` if the port is taken."""
         if self._listeners:
             return self.address
+        if not hasattr(select, "epoll"):
+            raise ConfigError("the FastAGI server needs Linux (select.epoll)")
         loop = asyncio.get_running_loop()
         listeners = await self._listen(loop)
         host, port = listeners[0].getsockname()[:2]
@@ -539,8 +545,8 @@ class FastAgiServer:
         self._waiting_set = _WaitingSet()
         loop.add_reader(self._waiting_set.fileno(), self._on_waiting_ready)
         self._stopped.clear()
-        self._accept_paused = True
-        self._resume_accept()
+        for listener in listeners:
+            loop.add_reader(listener.fileno(), self._on_acceptable, listener)
         log.info("fastagi.listening", host=self._address[0], port=self._address[1])
         open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if (
@@ -615,8 +621,8 @@ class FastAgiServer:
         if self._spare_fd is not None:
             os.close(self._spare_fd)
             self._spare_fd = None
-        while self._waiting:
-            request = self._waiting.popleft()
+        while self._deadlines:
+            request = self._deadlines.popleft()
             if request.phase is _Phase.ENVIRONMENT:
                 self._finish(request, None, failure=False)
         if self._waiting_set is not None:
@@ -654,7 +660,7 @@ class FastAgiServer:
                 self._pause_accept(exc)
                 return
             self._admit(sock, peer)
-        if self._short_since is not None:
+        if self._shortage_since is not None:
             self._end_shortage()
 
     def _admit(self, sock: socket.socket, peer: object) -> None:
@@ -676,7 +682,7 @@ class FastAgiServer:
         )
         self._accepted += 1
         self._active += 1
-        self._waiting.append(request)
+        self._deadlines.append(request)
         request.start_reading()
         if self._sweep_handle is None:
             self._sweep_handle = loop.call_at(request.deadline, self._sweep)
@@ -697,17 +703,17 @@ class FastAgiServer:
         self._accept_paused = True
         self._accept_pauses += 1
         now = loop.time()
-        if self._short_since is None:
-            self._short_since = now
-            self._short_pauses = self._short_refused = 0
+        if self._shortage_since is None:
+            self._shortage_since = now
+            self._shortage_pauses = self._shortage_refused = 0
             log.warning(
                 "fastagi.accept_paused",
                 error=errno.errorcode.get(exc.errno or 0, str(exc)),
                 active=self._active,
                 open_files_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             )
-        self._short_pauses += 1
-        if now - self._short_since >= self._request_timeout:
+        self._shortage_pauses += 1
+        if now - self._shortage_since >= self._request_timeout:
             self._shed_waiting_connections()
         if self._resume_handle is not None:
             self._resume_handle.cancel()
@@ -723,7 +729,7 @@ class FastAgiServer:
         loop = asyncio.get_running_loop()
         for listener in self._listeners:
             loop.add_reader(listener.fileno(), self._on_acceptable, listener)
-        if self._short_since is not None:
+        if self._shortage_since is not None:
             # Try now: what was freed may fit a waiting connection, and finding none waiting
             # ends the shortage.
             for listener in list(self._listeners):
@@ -750,19 +756,19 @@ class FastAgiServer:
                         break
                     sock.setblocking(False)
                     self._refuse(sock, peer, "out_of_descriptors")
-                    self._short_refused += 1
+                    self._shortage_refused += 1
         finally:
             self._spare_fd = _open_spare()
 
     def _end_shortage(self) -> None:
-        since, self._short_since = self._short_since, None
+        since, self._shortage_since = self._shortage_since, None
         if since is None:
             return
         log.warning(
             "fastagi.accept_resumed",
             paused_s=round(asyncio.get_running_loop().time() - since, 3),
-            pauses=self._short_pauses,
-            refused=self._short_refused,
+            pauses=self._shortage_pauses,
+            refused=self._shortage_refused,
         )
 
     # --- reading the environment ---------------------------------------------------------
@@ -851,12 +857,12 @@ class FastAgiServer:
         self._sweep_handle = None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        waiting = self._waiting
+        deadlines = self._deadlines
         expired = 0
-        while waiting:
-            request = waiting[0]
+        while deadlines:
+            request = deadlines[0]
             if request.phase is not _Phase.ENVIRONMENT:
-                waiting.popleft()
+                deadlines.popleft()
                 continue
             if request.deadline > now:
                 self._sweep_handle = loop.call_at(request.deadline, self._sweep)
@@ -864,7 +870,7 @@ class FastAgiServer:
             if expired == _SWEEP_BATCH:
                 self._sweep_handle = loop.call_later(_SWEEP_PACE, self._sweep)
                 return
-            waiting.popleft()
+            deadlines.popleft()
             expired += 1
             self._misbehaved("timed_out")
             log.debug(
