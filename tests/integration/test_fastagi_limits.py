@@ -96,7 +96,7 @@ async def test_connections_over_the_cap_are_answered_failure_at_once_and_counted
         after = await agi_request(host, port, extension="02112345678")
         counters = server.counters()
 
-    assert refused == [b"failure\n", b"failure\n"]
+    assert list(refused) == [b"failure\n", b"failure\n"]
     assert [result.verdict for result in served] == ["deny", "deny", "deny"]
     assert after.verdict == "allow"
     assert (counters.accepted, counters.refused, counters.served) == (4, 2, 4)
