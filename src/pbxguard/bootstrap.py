@@ -310,6 +310,7 @@ def build(
             host=settings.agi.host,
             port=settings.agi.port,
             request_timeout=settings.agi.deadline,
+            max_connections=settings.agi.max_connections,
         )
     register_watch = RegisterWatch(
         RegisterBook(database), offences, guard.carry_out, lambda: guard.policy, clock

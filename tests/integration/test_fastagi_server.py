@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Coroutine, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
 import pytest
-import structlog
-from structlog.testing import capture_logs
 
 from pbxguard.adapters.fastagi import AgiChannel, AgiHandler, FastAgiServer
 from pbxguard.errors import AgiProtocolError, ConfigError
@@ -22,40 +20,14 @@ from tests.support.agi_client import (
     raw_exchange,
     silent_request,
 )
+from tests.support.log_watch import LogWatch, watching_logs
 
 LOCALHOST = "127.0.0.1"
 
 
-class LogWatch:
-    """Captured log entries, with a way to wait until some have been written."""
-
-    def __init__(self) -> None:
-        self.entries: list[MutableMapping[str, Any]] = []
-        self._changed = asyncio.Event()
-
-    def notify(
-        self, _logger: object, _method: str, event_dict: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        self._changed.set()
-        return event_dict
-
-    def named(self, event: str) -> list[MutableMapping[str, Any]]:
-        return [entry for entry in self.entries if entry["event"] == event]
-
-    async def wait_for(self, event: str, count: int = 1) -> list[MutableMapping[str, Any]]:
-        while len(found := self.named(event)) < count:
-            self._changed.clear()
-            await self._changed.wait()
-        return found
-
-
 @pytest.fixture
 def logs() -> Iterator[LogWatch]:
-    watch = LogWatch()
-    with capture_logs(
-        processors=[structlog.contextvars.merge_contextvars, watch.notify]
-    ) as entries:
-        watch.entries = entries
+    with watching_logs() as watch:
         yield watch
 
 

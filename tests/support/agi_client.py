@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 ASTERISK_VERSION = "22.5.2"
@@ -226,6 +227,8 @@ async def agi_request(
     channel_variables: Mapping[str, str] | None = None,
     refuse: Mapping[str, int] | None = None,
     hangup_after: int | None = None,
+    before_answering: Callable[[str], Awaitable[None]] | None = None,
+    safety_timeout: float = SAFETY_TIMEOUT,
 ) -> AgiResult:
     """Run one FastAGI request against ``host:port`` the way Asterisk would, and report it.
 
@@ -244,12 +247,15 @@ async def agi_request(
         refuse: commands to refuse, by verb (``{"SET VARIABLE": 520}``): 510, 511 or 520.
         hangup_after: send ``HANGUP`` after answering this many commands (0: right after the
             environment), then carry on as a dead channel does.
+        before_answering: awaited with each command line before it is answered, to hold a
+            request in flight (an Asterisk that is slow to answer).
+        safety_timeout: give up after this many seconds.
 
     Returns:
         What the server did to the channel.
 
     Raises:
-        TimeoutError: the server neither closed nor failed within `SAFETY_TIMEOUT`.
+        TimeoutError: the server neither closed nor failed within ``safety_timeout``.
     """
     result = AgiResult()
     emulated = _EmulatedChannel(channel_variables or {}, refuse or {}, result)
@@ -265,10 +271,17 @@ async def agi_request(
         uniqueid=uniqueid,
         channel=channel,
     )
-    async with asyncio.timeout(SAFETY_TIMEOUT):
+    async with asyncio.timeout(safety_timeout):
         reader, writer = await asyncio.open_connection(host, port)
         try:
-            await _converse(reader, writer, environment, emulated, hangup_after)
+            await _converse(
+                reader,
+                writer,
+                environment,
+                emulated,
+                hangup_after=hangup_after,
+                before_answering=before_answering,
+            )
         finally:
             writer.close()
             with contextlib.suppress(OSError):
@@ -281,7 +294,9 @@ async def _converse(
     writer: asyncio.StreamWriter,
     environment: bytes,
     emulated: _EmulatedChannel,
+    *,
     hangup_after: int | None,
+    before_answering: Callable[[str], Awaitable[None]] | None,
 ) -> None:
     result = emulated.result
 
@@ -310,6 +325,8 @@ async def _converse(
             result.agistatus = "FAILURE"
             return
         result.commands.append(line)
+        if before_answering is not None:
+            await before_answering(line)
         send(emulated.answer(line))
         answered += 1
         if emulated.dead and result.agistatus != "HANGUP":
@@ -378,3 +395,62 @@ async def raw_exchange(host: str, port: int, data: bytes) -> bytes:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+class HeldConnection:
+    """A client that sends some bytes (perhaps none) and then holds still, as a stuck one does."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def open(cls, host: str, port: int, data: bytes = b"") -> HeldConnection:
+        """Connect and send ``data``; the connection then stays open until `close`."""
+        async with asyncio.timeout(SAFETY_TIMEOUT):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(data)
+            await writer.drain()
+        return cls(reader, writer)
+
+    async def answer(self) -> bytes:
+        """Return what the server sent before it closed the connection."""
+        async with asyncio.timeout(SAFETY_TIMEOUT):
+            try:
+                return await self._reader.read()
+            except ConnectionResetError:
+                return b""
+
+    async def close(self) -> None:
+        """Close the client's end."""
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+
+async def blunt_request(host: str, port: int, environment: bytes | None = None) -> bytes:
+    """Send an environment the way res_agi's C code does, and return what the server sent.
+
+    res_agi writes each environment line with a plain ``write()`` and ignores a failure, then
+    reads: a server that answered and closed before reading the environment (and so reset the
+    connection) is still heard. A stream client would lose that answer to the reset.
+    """
+    loop = asyncio.get_running_loop()
+    data = environment if environment is not None else environment_bytes(host=host, port=port)
+    received = bytearray()
+    async with asyncio.timeout(SAFETY_TIMEOUT):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (host, port))
+            for line in data.splitlines(keepends=True):
+                with contextlib.suppress(OSError):
+                    await loop.sock_sendall(sock, line)
+            while True:
+                try:
+                    chunk = await loop.sock_recv(sock, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                received += chunk
+    return bytes(received)

@@ -45,6 +45,9 @@ class AgiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=4573, ge=0, le=65535)
     deadline: float = Field(default=1.5, gt=0, le=10)
+    # Connections open at once; one more is answered "failure" at once (the dialplan's fail
+    # mode). Half of the 1,024 descriptors systemd gives a service by default.
+    max_connections: int = Field(default=512, ge=1, le=1_000_000)
 
 
 class LedgerSettings(_Section):
