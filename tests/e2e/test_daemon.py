@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -201,3 +204,54 @@ def test_policy_validate_names_the_file_and_line(tmp_path: Path) -> None:
     ok = pbxguard("policy", "validate", REFERENCE)
     assert ok.returncode == 0
     assert "OK" in ok.stdout
+
+
+async def test_daemon_tells_systemd_it_is_ready_pings_the_watchdog_and_says_it_stops(
+    tmp_path: Path,
+) -> None:
+    """Under ``Type=notify``: READY=1 once FastAGI listens, WATCHDOG=1 pings, STOPPING=1."""
+    sockets = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp"))  # unix paths are short
+    address = sockets / "notify"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(address))
+    receiver.setblocking(False)
+    loop = asyncio.get_running_loop()
+
+    async def next_datagram() -> str:
+        async with asyncio.timeout(20):
+            data = await loop.sock_recv(receiver, 4096)
+        return data.decode()
+
+    try:
+        # No AMI: the PBX is down, which must not hold the start back.
+        config = write_settings(tmp_path, 1)
+        process = await asyncio.create_subprocess_exec(
+            *PBXGUARD,
+            "run",
+            "--config",
+            str(config),
+            env={**os.environ, "NOTIFY_SOCKET": str(address), "WATCHDOG_USEC": "400000"},
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            received = [await next_datagram()]
+            while not any(m.startswith("READY=1") for m in received):
+                received.append(await next_datagram())
+            ready = next(m for m in received if m.startswith("READY=1"))
+            assert "STATUS=运行中 running: site" in ready
+            assert "FastAGI 127.0.0.1:" in ready
+            pings = 0
+            while pings < 3:  # every 0.2 s (half of WATCHDOG_USEC)
+                pings += (await next_datagram()) == "WATCHDOG=1"
+        finally:
+            process.send_signal(signal.SIGTERM)
+        stopping = await next_datagram()
+        while stopping == "WATCHDOG=1":
+            stopping = await next_datagram()
+        assert stopping.startswith("STOPPING=1\nSTATUS=")
+        async with asyncio.timeout(20):
+            _, stderr = await process.communicate()
+        assert process.returncode == 0, stderr.decode()
+    finally:
+        receiver.close()
+        shutil.rmtree(sockets)

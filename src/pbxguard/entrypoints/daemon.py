@@ -24,6 +24,7 @@ import structlog
 
 from pbxguard.adapters.ledger.audit import verify_ledger
 from pbxguard.adapters.policy_file import load_policy
+from pbxguard.adapters.systemd import SystemdNotifier
 from pbxguard.bootstrap import Parts
 from pbxguard.domain.approvals import Approval
 from pbxguard.errors import LedgerError, PbxGuardError
@@ -50,8 +51,10 @@ class Daemon:
         approvals_refresh: float = APPROVALS_REFRESH_SECONDS,
         policy_check: float = POLICY_CHECK_SECONDS,
         extra_tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]] | None = None,
+        systemd: SystemdNotifier | None = None,
     ) -> None:
         self.parts = parts
+        self._systemd = systemd or SystemdNotifier.from_environment()
         self._approvals_refresh = approvals_refresh
         self._policy_check = policy_check
         self._extra = dict(extra_tasks or {})
@@ -94,8 +97,14 @@ class Daemon:
                 workers.extend(
                     group.create_task(make(), name=name) for name, make in self._extra.items()
                 )
+                # Ready once the ledger's writer runs and FastAGI listens: a PBX that is down
+                # must not fail the start (the AMI client keeps trying). The watchdog pings
+                # run on the event loop, so a blocked loop stops them and systemd restarts us.
+                workers.append(group.create_task(self._systemd.keep_alive(), name="watchdog"))
+                self._systemd.ready(self._status_line())
                 self.started.set()
                 await stop.wait()
+                self._systemd.stopping("正在停止 stopping: draining the ledger journal")
                 log.info("pbxguard stopping")
                 if parts.agi is not None:
                     await parts.agi.close()
@@ -108,6 +117,7 @@ class Daemon:
                     task.cancel()
         finally:
             drained = await asyncio.to_thread(parts.writer.stop, drain=DRAIN_SECONDS)
+            self._systemd.close()
             parts.journal.close()
             parts.database.close()
             log.info(
@@ -115,6 +125,18 @@ class Daemon:
                 ledger_drained=drained,
                 journal_pending=parts.journal.pending,
             )
+
+    def _status_line(self) -> str:
+        settings = self.parts.settings
+        if self.parts.agi is not None:
+            host, port = self.parts.agi.address
+            agi = f"FastAGI {host}:{port}"
+        else:
+            agi = "FastAGI off"
+        return (
+            f"运行中 running: site {self.parts.guard.policy.site}, {agi}, "
+            f"AMI {settings.ami.host}:{settings.ami.port}"
+        )
 
     async def refresh_approvals(self) -> None:
         """Reload the active approvals into the guard; record the ones whose window ended."""

@@ -387,9 +387,14 @@ class LedgerDatabase:
             LedgerError: the schema is older (or newer) than this pbxguard: says what to run.
         """
         current, wanted = self.revision(), self.head_revision()
+        if current is None:
+            raise LedgerError(
+                "账本尚未建立 — the database holds no ledger yet: run `pbxguard ledger migrate` "
+                "as the database owner (or start `pbxguard run`, which creates it)"
+            )
         if current != wanted:
             raise LedgerError(
-                f"账本结构需要升级 — the ledger schema is at {current or 'nothing'}, this pbxguard "
+                f"账本结构需要升级 — the ledger schema is at {current}, this pbxguard "
                 f"needs {wanted}: run `pbxguard ledger migrate` as the database owner"
             )
 
