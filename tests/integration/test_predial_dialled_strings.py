@@ -13,7 +13,6 @@ import pytest
 from pbxguard.domain.records import Outcome
 from tests.integration.test_predial import (
     MONDAY_10AM,
-    SHANGHAI,
     FakeClock,
     check_json,
     running_service,
@@ -43,8 +42,8 @@ async def test_the_gate_refuses_numbers_hidden_behind_star_and_hash(
     async with running_service(tmp_path, FakeClock(MONDAY_10AM)) as run:
         answers = [await run.ask(extension, dialled) for extension, dialled, *_ in CASES]
         await run.settled()
-        offences = await run.service.ledger.offences(timezone=SHANGHAI)
-        decisions = await run.service.ledger.decisions()
+        decisions = run.calls.decisions()
+        offences = run.offences.offences()
 
     capsys.readouterr()  # the service's logs
     for (extension, dialled, verdict, rule, number_class), answer in zip(

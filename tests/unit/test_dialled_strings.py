@@ -282,16 +282,13 @@ def trunk_dial(number: str) -> DialBegan:
     [("00441632960123#", "LD-2"), ("16812345678#", "PR-1"), ("0044*1632960123", "")],
 )
 def test_the_ami_layer_hangs_up_the_trunk_leg(number: str, rule: str) -> None:
-    def judge(attempt: CallAttempt, _uniqueid: str, at: datetime) -> Decision:
-        return evaluate(attempt, POLICY, now=at)
-
-    tracker = CallTracker(POLICY, LOADED.channels, judge, on_duty=lambda _line, _at: None)
+    tracker = CallTracker(POLICY, LOADED.channels)
     effects = tracker.handle(trunk_dial(number))
     [hangup] = [e for e in effects if isinstance(e, HangupChannel)]
     assert hangup.channel == "PJSIP/carrier-00000002"
     offences = [e.draft.rule_id for e in effects if isinstance(e, RecordOffence)]
-    # PR-1 is priced when the call ends; the others are recorded at once.
-    assert offences == ([rule] if rule == "LD-2" else [])
+    # Every offence is recorded before the hangup is sent (PR-1's charge follows at the end).
+    assert offences == ([rule] if rule else [])
 
 
 # --- feature-code patterns --------------------------------------------------------------------
