@@ -8,6 +8,12 @@ import sys
 import structlog
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    # Whatever sys.stderr is when a line is logged, not when logging was configured: a command
+    # run in-process (by a test, or by the console) must not keep writing to a closed stream.
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     """Configure structlog for the process (called once by the CLI, never at import)."""
     as_json = not sys.stderr.isatty() if json is None else json
@@ -27,6 +33,6 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

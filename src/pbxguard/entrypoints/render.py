@@ -235,8 +235,11 @@ def write_xlsx(
     title: str,
     sheet_name: str,
     cells: Mapping[str, Any] | None = None,
+    footer: str | None = None,
 ) -> int:
     """Write rows as an Excel workbook in write-only mode; return how many rows were written.
+
+    ``footer`` is one line written below the rows (a report's chain digest).
 
     ``cells`` maps a column key to a function turning the row into the cell's value (an
     Excel date-time or duration rather than text, so the sheet sorts and sums).
@@ -276,8 +279,16 @@ def write_xlsx(
             values.append(cell)
         sheet.append(values)
         count += 1
+    if footer:
+        sheet.append([])
+        sheet.append([footer])
     book.save(out)
     return count
+
+
+def anchor_line(digest: str) -> str:
+    """The line a monthly report carries so its reader can keep the ledger's state outside it."""
+    return f"链头摘要 chain digest (keep it; `pbxguard ledger verify` shows today's): {digest}"
 
 
 def _letter(index: int) -> str:

@@ -105,6 +105,20 @@ def verify_ledger(database: LedgerDatabase, *, tail: int | None = None) -> Chain
     return ChainReport(tuple(heads), tuple(breaks), rows)
 
 
+def chain_heads(database: LedgerDatabase) -> ChainReport:
+    """Return every stream's newest row, without walking the chains (for a report's anchor).
+
+    The digest printed on a monthly report is what an auditor keeps outside the database: a
+    later `pbxguard ledger verify` whose heads no longer lead back to it shows that rows were
+    removed or the chain rewritten.
+    """
+    heads: list[chain.Head] = []
+    for table in LEDGER_TABLES:
+        with database.read() as session:
+            heads.extend(session.head(table, site) for site in _streams(session, table))
+    return ChainReport(tuple(heads), (), 0)
+
+
 def _head_at(database: LedgerDatabase, table: str, site: str, seq: int) -> chain.Head | None:
     columns = metadata.tables[table].c
     with database.read() as session:

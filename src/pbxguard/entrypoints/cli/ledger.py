@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from pbxguard.adapters.ledger import LedgerDatabase, OffenceBook, verify_ledger
+from pbxguard.adapters.ledger.audit import chain_heads
 from pbxguard.adapters.ledger.writer import SET_ASIDE, read_set_aside, replay_set_aside
 from pbxguard.app.ledger import offence_filter
 from pbxguard.domain.entries import AdjustmentKind, OffenceEntry
@@ -18,6 +19,7 @@ from pbxguard.entrypoints.cli.output import binary_output, text_output
 from pbxguard.entrypoints.render import (
     OFFENCE_COLUMNS,
     OFFENCE_EXPORT_COLUMNS,
+    anchor_line,
     offence_row,
     render_table,
     rows_of,
@@ -61,6 +63,12 @@ def _list(context: CliContext, args: argparse.Namespace) -> int:
             OffenceBook(database).iter_offences(where) if database is not None else iter(())
         )
         rows = rows_of(entries, lambda e: offence_row(e, policy.timezone))
+        # A monthly report is anchored: it carries the chain digest as of its printing.
+        anchor = (
+            anchor_line(chain_heads(database).digest)
+            if args.month and database is not None
+            else None
+        )
         if args.format == "xlsx":
             path = Path(args.output or f"ledger-{args.month or 'all'}.xlsx")
             with binary_output(path) as out:
@@ -70,6 +78,7 @@ def _list(context: CliContext, args: argparse.Namespace) -> int:
                     out,
                     title=f"罚款台账 Fine ledger · {args.month or '全部 all'} · {policy.site}",
                     sheet_name=f"罚款台账 {args.month or ''}".strip(),
+                    footer=anchor,
                 )
             print(f"已写入 written: {path} ({count} 条 offences)")
             return 0
@@ -91,6 +100,8 @@ def _list(context: CliContext, args: argparse.Namespace) -> int:
     total = sum((Decimal(r["amount"]) for r in listed), Decimal("0.00"))
     text = render_table(listed, OFFENCE_COLUMNS)
     print(f"{text}\n\n合计 total: {len(listed)} 条 offences, {total} 元 yuan")
+    if anchor:
+        print(anchor)
     return 0
 
 

@@ -7,12 +7,14 @@ from datetime import timedelta
 from pathlib import Path
 
 from pbxguard.adapters.ledger import RegisterBook
+from pbxguard.adapters.ledger.audit import chain_heads
 from pbxguard.app.register import fill_entry, month_entries
 from pbxguard.domain.periods import month_of
 from pbxguard.entrypoints.cli.context import CliContext
 from pbxguard.entrypoints.cli.output import binary_output, text_output
 from pbxguard.entrypoints.render import (
     REGISTER_COLUMNS,
+    anchor_line,
     register_cells,
     register_row,
     render_table,
@@ -38,6 +40,7 @@ def _report(context: CliContext, args: argparse.Namespace) -> int:
     now = context.now()
     with context.reading() as database:
         entries = month_entries(RegisterBook(database), policy, month) if database else []
+        anchor = anchor_line(chain_heads(database).digest) if database else None
     rows = [register_row(e, zone, now=now, fill_within=fill_within) for e in entries]
     if args.format == "xlsx":
         path = Path(args.output or f"register-{month}.xlsx")
@@ -49,6 +52,7 @@ def _report(context: CliContext, args: argparse.Namespace) -> int:
                 title=f"长话登记表 Long-distance register · {month} · {policy.site}",
                 sheet_name=f"长话登记表 {month}",
                 cells=register_cells(zone),
+                footer=anchor,
             )
         print(f"已写入 written: {path} ({len(rows)} 条 entries)")
         return 0
@@ -67,6 +71,8 @@ def _report(context: CliContext, args: argparse.Namespace) -> int:
     unfilled = sum(1 for e in entries if not e.filled)
     print(render_table(rows, REGISTER_COLUMNS))
     print(f"\n合计 total: {len(rows)} 条 entries, 未登记 unfilled: {unfilled}")
+    if anchor:
+        print(anchor)
     return 0
 
 
