@@ -199,9 +199,14 @@ def restored_cuts(journal: Journal, offences: OffenceBook, clock: Clock) -> list
 
 
 def recent_code_failures(codes: CodeBook, limits: CodeLimits, clock: Clock) -> list[CodeFailure]:
-    """Return the wrong codes inside the lockout window (to rebuild the guessing count)."""
+    """Return the wrong codes that can still count or still hold a lock (window + lockout).
+
+    A lock set by a failure at ``t`` lasts until ``t + lockout``; the failures that set it
+    reach back ``window`` before that. Replaying them in order rebuilds both the counts and
+    the locks still in force.
+    """
     try:
-        return codes.failures(since=clock.now() - limits.window)
+        return codes.failures(since=clock.now() - limits.window - limits.lockout)
     except LedgerError as error:
         log.warning("could not read recent wrong codes from the ledger", error=str(error))
         return []
