@@ -697,3 +697,11 @@ def test_fuzz_commands_are_built_or_refused_never_broken(name: str, value: str, 
         assert b"\x00" not in wire
         assert b"\r" not in wire
         assert len(wire) <= MAX_COMMAND_BYTES
+
+
+def test_a_nul_sent_by_a_client_arrives_as_a_visible_symbol() -> None:
+    """Asterisk never sends NUL; a hostile client may. It must not reach PostgreSQL's text."""
+    data = TRANSCRIPT.replace(b"agi_arg_2: 02112345678", b"agi_arg_2: 0044\x001632960123")
+    _, env = _environment(data)
+    assert env.args == ("2003", "0044\u24001632960123")
+    assert "\x00" not in repr(env.args)

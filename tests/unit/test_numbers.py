@@ -473,3 +473,8 @@ def test_emergency_numbers_stay_emergency(
     result = classifier.classify(data.draw(formatted(dialled)))
     assert result.number_class is C.EMERGENCY
     assert result.is_emergency
+
+
+def test_a_nul_shown_as_its_symbol_is_not_a_digit() -> None:
+    result = REFERENCE.classify("0044\u24001632960123")
+    assert result.number_class is NumberClass.INVALID

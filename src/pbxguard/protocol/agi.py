@@ -420,7 +420,9 @@ class AgiConnection:
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         # Asterisk passes caller names through as bytes; a broken name must not end the call.
-        return raw.decode("utf-8", errors="replace")
+        # Asterisk writes C strings and never sends a NUL; another client might. Shown as ␀
+        # (U+2400): visible in the ledger and logs, storable in PostgreSQL, never a digit.
+        return raw.decode("utf-8", errors="replace").replace("\0", "\u2400")
 
     def _check_partial_line(self) -> None:
         if self._state is _State.ENVIRONMENT:

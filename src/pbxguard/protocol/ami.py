@@ -381,7 +381,9 @@ class AmiParser:
         item = ready.popleft()
         if isinstance(item, bytes):
             try:
-                return _message_from_text(item.decode())
+                # A NUL cannot come from Asterisk's C strings; if one does, keep it visible
+                # (U+2400) and storable rather than let it reach the ledger's text columns.
+                return _message_from_text(item.decode().replace("\0", "\u2400"))
             except UnicodeDecodeError as exc:
                 return MalformedMessage(
                     item,
