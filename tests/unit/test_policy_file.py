@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pbxguard.adapters.policy_file import BUNDLED, load_policy
+from pbxguard.adapters.settings import load_settings
 from pbxguard.domain.numbers import NumberClass
 from pbxguard.domain.penalties import CountWindow, Sanction
 from pbxguard.domain.policy import LineUse, Mode
@@ -815,3 +816,30 @@ def test_the_fuzzers_full_document_is_a_valid_policy(tmp_path: Path) -> None:
     assert loaded.policy.rota is not None
     assert loaded.policy.plan.access_code == "0"
     assert loaded.policy.pin_classes == frozenset({NumberClass.DOMESTIC_LD})
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "zh", "en"),
+    [
+        ('schema = 1\n[site]\nname = "x"\nmode = "bogus"\n', 4, "取值不在允许范围内",
+         "Input should be 'enforce' or 'monitor'"),
+        ('schema = 1\n[site]\nname = "x"\nnmae = "y"\n', 4, "未知的键（拼写错误？）",
+         "unknown key (a typo?)"),
+    ],
+)  # fmt: skip
+def test_an_invalid_value_is_described_in_chinese_then_english(
+    tmp_path: Path, text: str, line: int, zh: str, en: str
+) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.line == line
+    assert caught.value.problem.endswith(f"{zh} — {en}")
+
+
+def test_a_settings_value_is_described_in_chinese_then_english(tmp_path: Path) -> None:
+    path = tmp_path / "pbxguard.toml"
+    path.write_text('[agi]\nport = "x"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"agi\.port: 应为整数 — Input should be a valid integer"):
+        load_settings(path)

@@ -31,6 +31,7 @@ from pydantic import (
 
 from pbxguard.adapters.holidays import golden_weeks_in, site_holiday_table
 from pbxguard.adapters.rota_file import load_rota
+from pbxguard.adapters.validation_text import describe
 from pbxguard.domain.calendars import (
     AlwaysOn,
     DailyWindow,
@@ -424,7 +425,7 @@ def _build(
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = tuple(error["loc"])
-        raise _located(sources, loc, _describe(error), item=error.get("input")) from exc
+        raise _located(sources, loc, describe(error), item=error.get("input")) from exc
     try:
         policy, channels = _to_domain(model, sources, rota_may_be_missing=rota_may_be_missing)
     except PolicyError:
@@ -528,14 +529,6 @@ def _rota(
         except ConfigError as exc:
             raise _located(sources, ("rota", "dated", index), str(exc)) from exc
     return rota
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    loc = ".".join(str(p) for p in error["loc"])
-    message = str(error["msg"])
-    if error.get("type") == "extra_forbidden":
-        message = "unknown key (a typo?)"
-    return f"{loc}: {message}" if loc else message
 
 
 def _located(

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from pbxguard.adapters.validation_text import describe
 from pbxguard.errors import ConfigError
 
 
@@ -180,9 +181,7 @@ def load_settings(path: str | Path | None) -> Settings:
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path or 'settings'}: {where}: {first['msg']}") from exc
+        raise ConfigError(f"{path or 'settings'}: {describe(exc.errors()[0])}") from exc
     if base is not None:
         # Relative paths in a settings file mean "next to this file", wherever pbxguard runs.
         settings = settings.model_copy(
