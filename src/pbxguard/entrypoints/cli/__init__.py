@@ -47,6 +47,10 @@ def _dispatch(args: object) -> int:
         from pbxguard.entrypoints.cli.register import cmd_register  # noqa: PLC0415
 
         return cmd_register(args)  # type: ignore[arg-type]
+    if command == "init":
+        from pbxguard.entrypoints.cli.init import cmd_init  # noqa: PLC0415
+
+        return cmd_init(args)  # type: ignore[arg-type]
     if command == "run":
         from pbxguard.entrypoints.cli.run import cmd_run  # noqa: PLC0415
 

@@ -21,6 +21,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pbxguard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    init = sub.add_parser(
+        "init",
+        help="write the files a new site needs (settings, policy, rota) into a directory",
+        description="新站点初始化 — write pbxguard.toml, site-policy.toml and rota.csv into DIR, "
+        "ready to adapt (the same files as examples/site/ in the source).",
+    )
+    init.add_argument("directory", metavar="DIR", help="where to write them (created if needed)")
+    init.add_argument("--site", help="the site's name (default: example)")
+    init.add_argument("--force", action="store_true", help="overwrite files that exist")
+
     run = sub.add_parser("run", help="run the guard beside a PBX (the daemon)")
     run.add_argument("--config", help="settings file (TOML); PBXGUARD_* variables override it")
 
