@@ -306,6 +306,10 @@ async def test_answered_long_distance_calls_are_entered_reported_and_filled(
     assert [c.value for c in sheet[2]] == HEADERS
     assert all(c.font.bold for c in sheet[2])
     values = [[c.value for c in r] for r in sheet.iter_rows(min_row=3)]
+    # The two entries, a blank row, then the chain digest the report is anchored to.
+    *values, blank, anchor = values
+    assert set(blank) == {None}
+    assert str(anchor[0]).startswith("链头摘要 chain digest")
     assert len(values) == 2
     book_first, book_second = values
     assert book_first[:6] == [

@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tests.support.cli import run_pbxguard
+from tests.support.cli import run_pbxguard_process as run_pbxguard
 from tests.support.pbx import processes
 
 PBXGUARD = Path(sys.executable).with_name("pbxguard")
