@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from pbxguard.domain.entries import OffenceFilter
+from collections.abc import Iterator
+
+from pbxguard.app.access import require, scoped_filter
+from pbxguard.app.ports import OffenceBookPort
+from pbxguard.domain.access import Permission, Viewer
+from pbxguard.domain.entries import OffenceEntry, OffenceFilter
 from pbxguard.domain.periods import month_bounds
 from pbxguard.domain.policy import Policy
 from pbxguard.domain.records import Outcome
@@ -44,3 +49,28 @@ def offence_filter(
         site=site,
         outcome=wanted,
     )
+
+
+def ledger_page(
+    book: OffenceBookPort, viewer: Viewer, where: OffenceFilter, *, limit: int, offset: int
+) -> tuple[list[OffenceEntry], int]:
+    """Return one page of the offences ``viewer`` may see (newest first) and how many match.
+
+    Raises:
+        NotPermitted: the viewer sees no offences, or asked outside their scope.
+    """
+    require(viewer, Permission.VIEW_LEDGER)
+    scoped = scoped_filter(viewer, where)
+    return book.latest(scoped, limit=limit, offset=offset), book.count(scoped)
+
+
+def export_offences(
+    book: OffenceBookPort, viewer: Viewer, where: OffenceFilter
+) -> Iterator[OffenceEntry]:
+    """Yield every offence ``viewer`` may see under ``where``, oldest first (for an export).
+
+    Raises:
+        NotPermitted: the viewer may not export, or asked outside their scope.
+    """
+    require(viewer, Permission.EXPORT)
+    return book.iter_offences(scoped_filter(viewer, where))
