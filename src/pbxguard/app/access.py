@@ -245,11 +245,14 @@ def change_role(
 class LoginThrottle:
     """Counts wrong passwords per account and per client address, and locks after too many.
 
-    It also rate-limits attempts from one address (``per_minute``), right or wrong. State is
-    in memory: a restart forgets it (the audit trail keeps every failure).
+    An account locks after ``max_failures`` wrong passwords, an address (which many people may
+    share behind a proxy) after ``max_client_failures``. Attempts from one address are also
+    rate-limited (``per_minute``), right or wrong. State is in memory: a restart forgets it
+    (the audit trail keeps every failure).
     """
 
     max_failures: int = 5
+    max_client_failures: int = 20
     window: timedelta = timedelta(minutes=15)
     lockout: timedelta = timedelta(minutes=15)
     per_minute: int = 20
@@ -281,7 +284,8 @@ class LoginThrottle:
         while recent and recent[0] <= now - self.window:
             recent.popleft()
         recent.append(now)
-        if len(recent) >= self.max_failures:
+        limit = self.max_client_failures if key.startswith("client:") else self.max_failures
+        if len(recent) >= limit:
             self._locked[key] = now + self.lockout
             recent.clear()
             return True
