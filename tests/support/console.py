@@ -11,8 +11,7 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -140,7 +139,7 @@ def seed(
                 outcome="answered",
             )
         )
-    from pbxguard.adapters.ledger import RegisterBook  # noqa: PLC0415
+    from pbxguard.adapters.ledger import RegisterBook
 
     for entry in RegisterBook(parts.database).entries(now - timedelta(days=1), now + timedelta(1)):
         registers["eng" if entry.department == "工程部" else "mkt"] = entry.id
@@ -180,7 +179,8 @@ async def running_console(tmp_path: Path, *, staff: bool = True) -> AsyncIterato
     try:
         async with asyncio.timeout(15):
             await daemon.started.wait()
-        assert daemon.console is not None and daemon.console.address is not None
+        assert daemon.console is not None
+        assert daemon.console.address is not None
         host, port = daemon.console.address
         assert parts.agi is not None
         yield ConsoleRun(
@@ -213,7 +213,7 @@ def console_in_thread(tmp_path: Path, *, staff: bool = True) -> Iterator[Console
     def target() -> None:
         try:
             asyncio.run(main())
-        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+        except BaseException as error:
             errors.append(error)
         finally:
             ready.set()
