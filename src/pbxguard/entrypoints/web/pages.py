@@ -169,9 +169,9 @@ def overview_page(request: Request) -> Response:
     zone = policy.timezone
     lang = lang_of(request)
     context: dict[str, Any] = {"caller": caller, "page": "overview"}
-    if caller.may(Permission.VIEW_LIVE) or caller.may(Permission.VIEW_REPORTS):
-        context["today"] = overview.today_decisions(console.decisions, policy, now)
+    # Today's counts are the whole site's: only roles that see every department get them.
     if caller.may(Permission.VIEW_LIVE):
+        context["today"] = overview.today_decisions(console.decisions, policy, now)
         context["health"] = console.live.health()
         context["alerts"] = [views.alert(a, zone, lang) for a in console.live.open_alerts()]
         context["lines"] = [views.line(item, zone) for item in console.live.lines()]
