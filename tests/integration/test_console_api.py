@@ -79,6 +79,8 @@ def test_a_head_of_another_department_finds_nothing_of_it(run: ConsoleRun) -> No
         assert fill.status_code == 404
         entries = head.get(f"{API}/register").json()["entries"]
         assert {e["department"] for e in entries} == {"市场部"}
+        calls = head.get(f"{API}/calls").json()["calls"]
+        assert [c["linkedid"] for c in calls] == ["reg-mkt"]
     with signed_in(run, "head-eng") as head:
         assert head.get(f"{API}/offences/{eng}").status_code == 200
         waived = head.post(
@@ -90,6 +92,8 @@ def test_a_head_of_another_department_finds_nothing_of_it(run: ConsoleRun) -> No
     with signed_in(run, "liu") as staff:
         assert staff.get(f"{API}/offences/{eng}").status_code == 404
         assert [o["id"] for o in staff.get(f"{API}/offences").json()["offences"]] == [mkt]
+        own_calls = staff.get(f"{API}/calls").json()["calls"]
+        assert [(c["person_id"], c["linkedid"]) for c in own_calls] == [("liu-fang", "reg-mkt")]
     with signed_in(run, "duty") as duty:
         assert duty.get(f"{API}/offences").status_code == 403
         assert duty.get(f"{API}/rota").status_code == 200

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from pbxguard.app import administration, appeals, approval_requests, overview, reports, review
 from pbxguard.app.access import NewUser, SignIn, offence_for, require, sign_in
 from pbxguard.app.approvals import GrantRequest
-from pbxguard.app.ledger import ledger_page, offence_filter
+from pbxguard.app.ledger import ledger_page, offence_filter, visible_calls
 from pbxguard.app.rota import day_of_duty
 from pbxguard.domain.access import Permission
 from pbxguard.domain.calendars import Weekday
@@ -259,6 +259,21 @@ def list_offences(
     )
     entries, count = ledger_page(console.offences, caller.viewer, where, limit=limit, offset=offset)
     return {"count": count, "offences": [offence_row(e, policy.timezone) for e in entries]}
+
+
+@router.get("/calls")
+def list_calls(
+    request: Request,
+    caller: Reader,
+    month: Month = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    """List a month's calls the caller may see (staff: their own), oldest first."""
+    console = web_of(request).console
+    policy = console.policy()
+    month = month or review.current_month(policy, console.clock.now())
+    found = visible_calls(console.calls, caller.viewer, policy, month, limit=limit)
+    return {"month": month, "calls": [views.call(c, policy.timezone) for c in found]}
 
 
 @router.get("/offences/export")

@@ -141,6 +141,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "month_back": ("覆盖月数", "Months"),
     "previous": ("上一页", "Previous"),
     "next": ("下一页", "Next"),
+    "my_calls": ("我的通话", "My calls"),
 }
 
 

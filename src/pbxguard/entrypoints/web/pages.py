@@ -16,9 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from pbxguard.app import administration, appeals, approval_requests, overview, reports, review
 from pbxguard.app.access import NewUser, SignIn, require, sign_in
 from pbxguard.app.approvals import GrantRequest
-from pbxguard.app.ledger import export_offences, ledger_page, offence_filter
+from pbxguard.app.ledger import export_offences, ledger_page, offence_filter, visible_calls
 from pbxguard.app.rota import day_of_duty
-from pbxguard.domain.access import ConsoleRole, Permission, SignedReport
+from pbxguard.domain.access import ConsoleRole, Permission, Scope, SignedReport
 from pbxguard.domain.approvals import APPROVABLE_CLASSES
 from pbxguard.domain.calendars import TimeWindow, Weekday
 from pbxguard.domain.entries import AdjustmentKind
@@ -234,11 +234,21 @@ def ledger(
         "rule": rule or "",
         "outcome": outcome or "",
     }
+    calls = []
+    if caller.viewer.scope is Scope.PERSON:
+        month_shown = month or review.current_month(console.policy(), console.clock.now())
+        calls = [
+            views.call(c, zone)
+            for c in visible_calls(
+                console.calls, caller.viewer, console.policy(), month_shown, limit=PAGE
+            )
+        ]
     return render(
         request,
         "ledger.html",
         {
             "caller": caller,
+            "calls": calls,
             "page": "ledger",
             "rows": [offence_row(e, zone) for e in entries],
             "count": count,

@@ -12,6 +12,7 @@ from pbxguard.domain.approvals import Approval, approval_state
 from pbxguard.domain.effects import RaiseAlert
 from pbxguard.domain.entries import OffenceEntry, RegisterEntry
 from pbxguard.domain.policy import Policy
+from pbxguard.domain.records import CallSummary
 from pbxguard.domain.register import FillState
 from pbxguard.entrypoints.render import offence_row, register_row
 
@@ -148,4 +149,22 @@ def line(item: LineState, zone: ZoneInfo) -> dict[str, Any]:
         "availability": item.availability,
         "since": local(item.since, zone),
         "device_state": item.device_state,
+    }
+
+
+def call(item: CallSummary, zone: ZoneInfo) -> dict[str, Any]:
+    """Return a stored call."""
+    return {
+        "linkedid": item.call.linkedid,
+        "extension": item.extension,
+        "person_id": item.person_id,
+        "department": item.department,
+        "number": item.number,
+        "number_class": item.number_class,
+        "direction": item.direction,
+        "started_at": local(item.started_at, zone),
+        "talk_seconds": int(item.talk_time.total_seconds()),
+        "verdict": item.verdict,
+        "rule": item.rule_id,
+        "charge": str(item.charge),
     }
