@@ -178,8 +178,9 @@ def main() -> None:
         )
         host, port = server.bind()
         loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),))
+        thread = threading.Thread(target=loop.run_forever)
         thread.start()
+        serving = asyncio.run_coroutine_threadsafe(server.serve(), loop)
         month = "2026-06"
         start, end = month_bounds(month, policy.policy.timezone)
         book = OffenceBook(database)
@@ -233,6 +234,8 @@ def main() -> None:
             console_rss = rss_mb()
         finally:
             asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+            serving.result(30)
+            loop.call_soon_threadsafe(loop.stop)
             thread.join(30)
             database.close()
         print(f"\nledger: {args.offences:,} offences, {args.calls:,} calls; {month}: {in_month:,}")
