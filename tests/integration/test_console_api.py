@@ -202,3 +202,28 @@ def test_every_account_can_sign_in(run: ConsoleRun) -> None:
         with signed_in(run, username) as client:
             me = client.get(f"{API}/session").json()
             assert me["role"] == role
+
+
+def test_the_duty_lead_reads_only_live_state_and_the_rota(run: ConsoleRun) -> None:
+    allowed = {f"{API}/session", f"{API}/rota", f"{API}/overview"}
+    with signed_in(run, "duty") as duty:
+        for method, path in operations(run):
+            if method != "GET" or path in allowed:
+                continue
+            answer = duty.get(path)
+            assert answer.status_code == 403, (path, answer.status_code, answer.text)
+        assert duty.get(f"{API}/overview").status_code == 200
+    with signed_in(run, "zhang") as staff:
+        for path in ("/users", "/audit", "/policy", "/set-aside", "/overview", "/rota"):
+            assert staff.get(f"{API}{path}").status_code == 403, path
+        grant = staff.post(
+            f"{API}/approvals",
+            json={
+                "person": "zhang-wei",
+                "valid_from": "2030-01-01T09:00:00+08:00",
+                "valid_until": "2030-01-01T18:00:00+08:00",
+                "reason": "self-service",
+                "number_class": "domestic_ld",
+            },
+        )
+        assert grant.status_code == 403
