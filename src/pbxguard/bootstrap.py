@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -33,16 +35,34 @@ from pbxguard.adapters.ledger import (
     OffenceBook,
     RegisterBook,
 )
-from pbxguard.adapters.ledger.writer import decode_fact
+from pbxguard.adapters.ledger.calls import CallLog
+from pbxguard.adapters.ledger.console import (
+    ApprovalRequestBook,
+    AuditTrail,
+    DecisionCounts,
+    SignOffBook,
+    UserBook,
+)
+from pbxguard.adapters.ledger.writer import (
+    SET_ASIDE,
+    decode_fact,
+    read_set_aside,
+    replay_set_aside,
+)
 from pbxguard.adapters.mqtt import BrokerLink, BrokerSettings
 from pbxguard.adapters.mqtt_notifier import MqttNotifier, NoBroker
+from pbxguard.adapters.passwords import Argon2Passwords
 from pbxguard.adapters.policy_file import LoadedPolicy, load_policy
+from pbxguard.adapters.rota_file import RotaFile
 from pbxguard.adapters.settings import Settings
+from pbxguard.app.console import Console, PolicyStatus
 from pbxguard.app.guard import Guard
-from pbxguard.app.ports import Clock, Notifier
+from pbxguard.app.overview import GuardCounters, GuardHealth, LineState, LiveView, NoLiveView
+from pbxguard.app.ports import Clock, Notifier, RotaStore
 from pbxguard.app.predial import PreDialGate
 from pbxguard.app.register_watch import RegisterWatch
 from pbxguard.domain.call_events import OpenCut
+from pbxguard.domain.effects import RaiseAlert
 from pbxguard.domain.entries import OffenceEntry
 from pbxguard.domain.policy import CodeLimits
 from pbxguard.domain.records import CodeFailure, OffenceFact, OffenceOutcome, Outcome
@@ -350,3 +370,163 @@ class _LateBoundPbx:
         if self.client is None:
             raise PbxGuardError("AMI client not ready")
         await self.client.hangup(channel, cause)
+
+
+# -- the console --------------------------------------------------------------------------------
+
+
+class LiveParts:
+    """The running guard as the console sees it (`pbxguard.app.overview.LiveView`)."""
+
+    def __init__(self, parts: Parts) -> None:
+        self._parts = parts
+
+    def health(self) -> GuardHealth:
+        """Return how the guard stands now."""
+        parts = self._parts
+        status = parts.writer.status
+        agi = parts.agi
+        listening: bool | None = None
+        if agi is not None:
+            try:
+                agi.address  # noqa: B018 - raises until the server listens
+                listening = True
+            except ConfigError:
+                listening = False
+        return GuardHealth(
+            live=True,
+            ami_connected=parts.ami.connected,
+            fastagi_listening=listening,
+            ledger_writable=status.retrying_since is None,
+            ledger_error=status.last_error if status.retrying_since is not None else "",
+            journal_pending=parts.journal.pending,
+            broker_connected=parts.link.connected if parts.link is not None else None,
+        )
+
+    def open_alerts(self) -> list[RaiseAlert]:
+        """Return the alerts raised and not cleared."""
+        return self._parts.guard.open_alerts()
+
+    def lines(self) -> list[LineState]:
+        """Return the protected phones (standby or duty lines) and their state since when."""
+        guard = self._parts.guard
+        found = []
+        for line in sorted(guard.policy.lines.values(), key=lambda item: item.extension):
+            if not (line.standby or line.duty_line):
+                continue
+            status = guard.endpoints.status(line.extension)
+            found.append(
+                LineState(
+                    extension=line.extension,
+                    name=line.name,
+                    duty_line=line.duty_line,
+                    availability=status.availability.value,
+                    since=status.since,
+                    device_state=status.device_state.value,
+                )
+            )
+        return found
+
+    def counters(self) -> GuardCounters:
+        """Return the counters /metrics exposes."""
+        parts = self._parts
+        stats = parts.guard.stats
+        latency = parts.agi.latency if parts.agi is not None else None
+        return GuardCounters(
+            decisions=dict(stats.decisions_by),
+            hangups_sent=stats.hangups_sent,
+            hangups_confirmed=stats.hangups_accepted,
+            hangups_failed=stats.hangups_failed,
+            ami_events=stats.events,
+            ledger_written=parts.writer.status.written,
+            ledger_set_aside=parts.writer.status.set_aside,
+            journal_pending=parts.journal.pending,
+            alerts_open=len(parts.guard.open_alerts()),
+            fastagi_buckets=tuple(latency.buckets()) if latency is not None else (),
+            fastagi_count=latency.count if latency is not None else 0,
+            fastagi_sum=latency.total if latency is not None else 0.0,
+        )
+
+
+class SetAsideFile:
+    """The journal's set-aside entries (`pbxguard.app.ports.SetAsidePort`)."""
+
+    def __init__(self, path: Path, database: LedgerDatabase) -> None:
+        self._path = path
+        self._db = database
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Return the entries set aside, oldest first (their error and when)."""
+        return [
+            {"seq": r.get("seq"), "at": r.get("at"), "error": r.get("error")}
+            for r in read_set_aside(self._path)
+        ]
+
+    def replay(self) -> tuple[int, int]:
+        """Try writing them again."""
+        return replay_set_aside(self._path, self._db)
+
+
+class PolicyWatch:
+    """Which policy is in force and since when; what is wrong with its file now, if anything."""
+
+    def __init__(self, settings: Settings, current: Callable[[], LoadedPolicy], clock: Clock):
+        self._settings = settings
+        self._current = current
+        self._clock = clock
+        self._seen: dict[str, datetime] = {}
+
+    def status(self) -> PolicyStatus:
+        """Return the policy's status (loading the file again to report its errors)."""
+        loaded = self._current()
+        version = loaded.policy.version
+        since = self._seen.setdefault(version, self._clock.now())
+        error = ""
+        try:
+            fresh = load_policy(self._settings.policy)
+            if fresh.policy.version != version:
+                error = f"文件已更改，尚未加载 — the file changed ({fresh.policy.version})"
+        except PbxGuardError as exc:
+            error = str(exc)
+        return PolicyStatus(
+            file=", ".join(loaded.sources), version=version, loaded_at=since, error=error
+        )
+
+
+def build_console(
+    settings: Settings,
+    database: LedgerDatabase,
+    current: Callable[[], LoadedPolicy],
+    clock: Clock,
+    *,
+    live: LiveView | None = None,
+    approvals_changed: Callable[[], Awaitable[None]] | None = None,
+) -> Console:
+    """Build the console's parts over an open ledger (inside the daemon, or standalone)."""
+
+    def rota_store() -> RotaStore | None:
+        loaded = current()
+        return RotaFile(loaded.rota_file) if loaded.rota_file is not None else None
+
+    console = Console(
+        policy=lambda: current().policy,
+        clock=clock,
+        users=UserBook(database),
+        passwords=Argon2Passwords(),
+        trail=AuditTrail(database),
+        offences=OffenceBook(database),
+        calls=CallLog(database),
+        approvals=ApprovalBook(database),
+        requests=ApprovalRequestBook(database),
+        register=RegisterBook(database),
+        signoffs=SignOffBook(database),
+        decisions=DecisionCounts(database),
+        live=live or NoLiveView(ledger_writable=not database.read_only),
+        policy_status=PolicyWatch(settings, current, clock).status,
+        set_aside=SetAsideFile(settings.journal_path / SET_ASIDE, database),
+        rota_store=rota_store,
+        staff_enabled=settings.console.staff,
+    )
+    if approvals_changed is not None:
+        console.approvals_changed = approvals_changed
+    return console

@@ -28,10 +28,17 @@ from pbxguard.adapters.ledger import (
     OffenceBook,
     RegisterBook,
 )
+from pbxguard.adapters.ledger.console import (
+    ApprovalRequestBook,
+    AuditTrail,
+    SignOffBook,
+    UserBook,
+)
 from pbxguard.adapters.ledger.database import sync_url, translate_error
 from pbxguard.adapters.ledger.schema import LEDGER_TABLES, metadata
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.app.ledger import offence_filter
+from pbxguard.domain.access import AccountEvent, ApprovalRequest, SignedReport, SignOff
 from pbxguard.domain.approvals import Approval
 from pbxguard.domain.entries import AdjustmentKind, OffenceEntry, OffenceFilter
 from pbxguard.domain.numbers import NumberClass
@@ -262,7 +269,7 @@ def test_migration_creates_exactly_the_tables_the_models_describe(
         engine.dispose()
     assert diff == []
     version = raw_sql(ledger_url, "SELECT version_num FROM alembic_version")
-    assert version == [("0002",)]
+    assert version == [("0003_console",)]
 
 
 # -- idempotency ----------------------------------------------------------------------------
@@ -432,6 +439,27 @@ def _fill_every_table(ledger: Ledger) -> None:
         "p-zhang", "48151623", one_time=True, expires_at=None, by="admin", at=local(2026, 1, 1)
     )
     ledger.codes.check("48151623", local(2026, 1, 2))
+    _fill_console_tables(ledger.db)
+
+
+def _fill_console_tables(db: LedgerDatabase) -> None:
+    """One row in each of the console's tables (migration 0003_console)."""
+    at = local(2026, 1, 5)
+    UserBook(db).record(
+        "gm", AccountEvent.CREATED, by="admin", at=at, role="general_manager", password_hash="h"
+    )
+    ApprovalRequestBook(db).submit(
+        ApprovalRequest(
+            id="rq-x", person_id="p-zhang", department="sales", requested_by="zhang",
+            requested_at=at, valid_from=at, valid_until=local(2026, 1, 6),
+            number_class=NumberClass.DOMESTIC_LD, prefix="", calls=1, reason="合同",
+        )
+    )  # fmt: skip
+    SignOffBook(db).sign(
+        SignOff("2026-01", SignedReport.REGISTER, by="gm", at=at, note="", summary="entries 1")
+    )
+    AuditTrail(db).record(at=at, actor="gm", role="general_manager", action="signed_off",
+                          target="register 2026-01", detail="")  # fmt: skip
 
 
 def test_update_and_delete_are_refused_on_every_table(

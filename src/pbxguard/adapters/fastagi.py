@@ -449,6 +449,37 @@ class AgiChannel:
 
 AgiHandler = Callable[[AgiEnvironment, AgiChannel], Awaitable[None]]
 
+#: Upper bounds (seconds) of the latency histogram's buckets: the verdict target is 5 ms.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class LatencyHistogram:
+    """Served requests by time from accept to answer (cumulative buckets, for /metrics)."""
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self._counts = [0] * len(bounds)
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one request that took ``seconds``."""
+        self.count += 1
+        self.total += seconds
+        for index, bound in enumerate(self.bounds):
+            if seconds <= bound:
+                self._counts[index] += 1
+                break
+
+    def buckets(self) -> list[tuple[float, int]]:
+        """Return (upper bound, requests at or under it), cumulative, without +Inf."""
+        running = 0
+        cumulative = []
+        for bound, count in zip(self.bounds, self._counts, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        return cumulative
+
 
 class FastAgiServer:
     """A FastAGI server that dispatches each request to the handler of its route."""
@@ -491,6 +522,7 @@ class FastAgiServer:
         self._sweep_handle: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: Counter[_Outcome] = Counter()
+        self.latency = LatencyHistogram()
         self._accepted = 0
         self._active = 0
         self._refused = 0
@@ -937,10 +969,9 @@ class FastAgiServer:
             # A bug in one handler must cost that request only, never the server.
             log.exception("fastagi.request.handler_failed")
             return _Outcome.HANDLER_ERROR
-        log.debug(
-            "fastagi.request.served",
-            duration_ms=round((request.loop.time() - request.accepted_at) * 1000, 3),
-        )
+        elapsed = request.loop.time() - request.accepted_at
+        self.latency.observe(elapsed)
+        log.debug("fastagi.request.served", duration_ms=round(elapsed * 1000, 3))
         return _Outcome.SERVED
 
     # --- ending a request ----------------------------------------------------------------

@@ -89,6 +89,24 @@ class MqttSettings(_Section):
     spool: str = ""
 
 
+class ConsoleSettings(_Section):
+    """The audit and approval console (a browser UI and a JSON API), off by default.
+
+    It listens on loopback unless told otherwise; put a TLS reverse proxy in front of it for
+    other machines (docs/console.md). ``secure_cookies``: ``auto`` marks the session cookie
+    Secure when the request came over HTTPS (as the proxy at ``trusted_proxies`` reports it),
+    ``always``/``never`` force it. ``staff``: whether staff accounts may sign in.
+    """
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    session_hours: float = Field(default=8.0, gt=0, le=24 * 14)
+    secure_cookies: Literal["auto", "always", "never"] = "auto"
+    trusted_proxies: str = "127.0.0.1"
+    staff: bool = True
+
+
 class Settings(BaseSettings):
     """Everything the daemon needs to run."""
 
@@ -104,6 +122,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     journal: JournalSettings = JournalSettings()
     mqtt: MqttSettings = MqttSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @property
     def state_path(self) -> Path:

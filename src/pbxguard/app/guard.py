@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -129,6 +129,8 @@ class GuardStats:
     resyncs: int = 0
     alerts: int = 0
     journal_failures: int = 0
+    #: Verdicts by (number class, verdict), both layers (the console's /metrics).
+    decisions_by: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class Guard:
@@ -168,6 +170,7 @@ class Guard:
         self._backlog: deque[LedgerFact] = deque()
         self._backlog_retry: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._alerts: dict[str, RaiseAlert] = {}
         self.stats = GuardStats()
 
     # -- inputs -------------------------------------------------------------------------------
@@ -310,6 +313,10 @@ class Guard:
                     self._timer_wake.wait(), max(0.01, min(delay, MAX_TIMER_SLEEP))
                 )
 
+    def open_alerts(self) -> list[RaiseAlert]:
+        """Return the latest raise of every alert not cleared yet, oldest condition first."""
+        return sorted(self._alerts.values(), key=lambda a: (a.since, a.key))
+
     def flush(self) -> None:
         """Record the outages still under way (before shutting down)."""
         self.carry_out(self.watch.flush(self.pbx_now()))
@@ -326,6 +333,7 @@ class Guard:
                 self._start(self._hangup(effect))
             elif isinstance(effect, RaiseAlert):
                 self.stats.alerts += 1
+                self._alerts[effect.key] = effect
                 log.warning(
                     "alert",
                     kind=effect.kind.value,
@@ -336,10 +344,13 @@ class Guard:
                 )
                 self._notifier.alert_raised(effect)
             elif isinstance(effect, ClearAlert):
+                self._alerts.pop(effect.key, None)
                 log.info("alert cleared", line=effect.extension or effect.duty_line)
                 self._notifier.alert_cleared(effect)
             elif isinstance(effect, RecordDecision):
                 self.stats.decisions += 1
+                record = effect.record
+                self.stats.decisions_by[(record.number_class, record.verdict)] += 1
                 self._notifier.decision_made(effect.record)
             elif isinstance(effect, RecordOffence):
                 self.stats.offences += 1

@@ -10,9 +10,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from pbxguard.domain.access import (
+    AccountEvent,
+    ApprovalRequest,
+    AuditEntry,
+    ConsoleUser,
+    RequestState,
+    SignOff,
+)
 from pbxguard.domain.approvals import Approval
 from pbxguard.domain.channels import ChannelPlan
 from pbxguard.domain.effects import ClearAlert, RaiseAlert
@@ -171,6 +179,12 @@ class OffenceBookPort(Protocol):
     def open_cuts(self, since: datetime) -> list[OffenceEntry]:
         """Return offences whose ordered hangup has no known ending."""
 
+    def latest(self, where: OffenceFilter, *, limit: int, offset: int = 0) -> list[OffenceEntry]:
+        """Return a page of offences, newest first."""
+
+    def count(self, where: OffenceFilter = ...) -> int:
+        """Return how many offences match (the outcome condition aside)."""
+
 
 class RegisterBookPort(Protocol):
     """The long-distance register."""
@@ -188,9 +202,18 @@ class RegisterBookPort(Protocol):
         """Write the subject and outcome into an entry."""
 
     def entries(
-        self, start: datetime, end: datetime, *, site: str | None = None
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        site: str | None = None,
+        department: str | None = None,
+        person: str | None = None,
     ) -> list[RegisterEntry]:
-        """Return the entries of [start, end)."""
+        """Return the entries of [start, end) (of one department, or one caller)."""
+
+    def by_id(self, entry_id: int) -> RegisterEntry | None:
+        """Return one entry."""
 
     def unfilled(
         self, older_than: datetime, *, since: datetime | None = None
@@ -238,3 +261,109 @@ class PolicySource(Protocol):
 
     def fingerprint(self) -> Mapping[str, float]:
         """Return what tells whether the policy's files changed (their modification times)."""
+
+
+# -- the console ------------------------------------------------------------------------------
+
+
+class PasswordHasherPort(Protocol):
+    """Hashes and checks console passwords (argon2 in the adapter)."""
+
+    def hash(self, password: str) -> str:
+        """Return a salted hash of ``password``."""
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        """Tell whether ``password`` matches ``password_hash``."""
+
+
+class UserBookPort(Protocol):
+    """Console accounts, kept as events in the ledger."""
+
+    def record(
+        self,
+        username: str,
+        kind: AccountEvent,
+        *,
+        by: str,
+        at: datetime,
+        role: str = "",
+        person_id: str = "",
+        display_name: str = "",
+        password_hash: str = "",
+        reason: str = "",
+    ) -> ConsoleUser:
+        """Append an account event; return the account as it now stands."""
+
+    def get(self, username: str) -> ConsoleUser | None:
+        """Return one account."""
+
+    def all(self) -> list[ConsoleUser]:
+        """Return every account."""
+
+
+class ApprovalRequestBookPort(Protocol):
+    """Requests for prior approval and their answers."""
+
+    def submit(self, request: ApprovalRequest) -> ApprovalRequest:
+        """Store a new request."""
+
+    def answer(
+        self,
+        request_id: str,
+        state: RequestState,
+        *,
+        by: str,
+        at: datetime,
+        reason: str = "",
+        approval_id: str = "",
+    ) -> ApprovalRequest:
+        """Record the answer to a pending request."""
+
+    def get(self, request_id: str) -> ApprovalRequest | None:
+        """Return one request."""
+
+    def all(
+        self, *, department: str | None = None, person: str | None = None
+    ) -> list[ApprovalRequest]:
+        """Return requests, newest first."""
+
+
+class SignOffBookPort(Protocol):
+    """The general manager's monthly sign-offs."""
+
+    def sign(self, sign_off: SignOff) -> SignOff:
+        """Record a sign-off (once per month and report)."""
+
+    def of_month(self, month: str) -> list[SignOff]:
+        """Return a month's sign-offs."""
+
+
+class AuditTrailPort(Protocol):
+    """The console's audit trail."""
+
+    def record(
+        self, *, at: datetime, actor: str, role: str, action: str, target: str, detail: str
+    ) -> None:
+        """Append one line."""
+
+    def recent(self, limit: int = 200, *, actor: str | None = None) -> list[AuditEntry]:
+        """Return the newest lines, newest first."""
+
+
+class DecisionCountsPort(Protocol):
+    """Counts of stored verdicts."""
+
+    def counts(
+        self, start: datetime, end: datetime, *, site: str | None = None
+    ) -> list[tuple[str, str, bool, int]]:
+        """Return (number class, verdict, by approval, count) for verdicts in [start, end)."""
+
+
+class SetAsidePort(Protocol):
+    """The journal entries the database refused (``pbxguard ledger set-aside``)."""
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Return them, oldest first."""
+
+    def replay(self) -> tuple[int, int]:
+        """Try writing them again; return (written, still failing)."""

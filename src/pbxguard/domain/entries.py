@@ -232,7 +232,8 @@ class CodeInfo:
 class OffenceFilter:
     """Which offences to list; every field narrows the list (None: no condition).
 
-    ``start``/``end`` bound the offence time (half-open); ``site`` picks one PBX's offences.
+    ``start``/``end`` bound the offence time (half-open); ``site`` picks one PBX's offences;
+    ``offence_id`` picks one offence (the console asks for one through its viewer's scope).
     """
 
     person: str | None = None
@@ -242,3 +243,4 @@ class OffenceFilter:
     end: datetime | None = None
     site: str | None = None
     outcome: Outcome | None = None
+    offence_id: int | None = None

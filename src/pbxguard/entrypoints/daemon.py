@@ -25,8 +25,9 @@ import structlog
 from pbxguard.adapters.ledger.audit import verify_ledger
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.adapters.systemd import SystemdNotifier
-from pbxguard.bootstrap import Parts
+from pbxguard.bootstrap import LiveParts, Parts, build_console
 from pbxguard.domain.approvals import Approval
+from pbxguard.entrypoints.web import ConsoleServer, create_app
 from pbxguard.errors import LedgerError, PbxGuardError
 
 log = structlog.get_logger(__name__)
@@ -60,6 +61,23 @@ class Daemon:
         self._extra = dict(extra_tasks or {})
         self._active: dict[str, Approval] = {}
         self.started = asyncio.Event()
+        self.console: ConsoleServer | None = None
+        settings = parts.settings.console
+        if settings.enabled:
+            console = build_console(
+                parts.settings,
+                parts.database,
+                lambda: self.parts.loaded,
+                parts.clock,
+                live=LiveParts(parts),
+                approvals_changed=self.refresh_approvals,
+            )
+            self.console = ConsoleServer(
+                create_app(console, settings),
+                host=settings.host,
+                port=settings.port,
+                trusted_proxies=settings.trusted_proxies,
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every part until ``stop`` is set, then shut down cleanly.
@@ -79,6 +97,8 @@ class Daemon:
         )
         if parts.agi is not None:
             await parts.agi.start()
+        if self.console is not None:
+            self.console.bind()
         parts.writer.start()
         try:
             async with asyncio.TaskGroup() as group:
@@ -94,6 +114,8 @@ class Daemon:
                     workers.append(group.create_task(parts.link.run(), name="mqtt"))
                 if parts.agi is not None:
                     workers.append(group.create_task(parts.agi.serve(), name="fastagi"))
+                if self.console is not None:
+                    workers.append(group.create_task(self.console.serve(), name="console"))
                 workers.extend(
                     group.create_task(make(), name=name) for name, make in self._extra.items()
                 )
@@ -108,6 +130,8 @@ class Daemon:
                 log.info("pbxguard stopping")
                 if parts.agi is not None:
                     await parts.agi.close()
+                if self.console is not None:
+                    await self.console.close()
                 await parts.ami.close()
                 parts.guard.flush()
                 await parts.guard.settled()

@@ -75,6 +75,16 @@ CHAINED: Mapping[str, tuple[str, ...]] = {
         "site", "key", "at", "ending", "answered_at", "ended_at", "talk_ms", "charge",
         "answer_estimated", "cause",
     ),
+    "console_users": (
+        "site", "username", "kind", "role", "person_id", "display_name", "password_hash",
+        "actor", "reason", "at",
+    ),
+    "approval_requests": (
+        "site", "request_id", "kind", "person_id", "department", "actor", "number_class",
+        "prefix", "valid_from", "valid_until", "max_calls", "reason", "approval_id", "at",
+    ),
+    "sign_offs": ("site", "month", "report", "actor", "note", "summary", "at"),
+    "console_audit": ("site", "at", "actor", "role", "action", "target", "detail"),
 }  # fmt: skip
 
 

@@ -156,6 +156,8 @@ def _filtered(query: Select[Any], where: OffenceFilter) -> Select[Any]:
         query = query.where(c.at < _aware(where.end, "end"))
     if where.site is not None:
         query = query.where(c.site == where.site)
+    if where.offence_id is not None:
+        query = query.where(c.id == where.offence_id)
     return query
 
 
@@ -467,6 +469,24 @@ class OffenceBook:
         )
         with self._db.read() as session:
             return [offence_entry(row) for row in session.execute(query)]
+
+    def latest(self, where: OffenceFilter, *, limit: int, offset: int = 0) -> list[OffenceEntry]:
+        """Return a page of offences, newest first (what a screen shows)."""
+        if where.outcome is not None:
+            # The final outcome depends on the call's ending: filtered here, not in SQL.
+            matching = list(self.iter_offences(where))
+            matching.reverse()
+            return matching[offset : offset + limit]
+        query = (
+            _filtered(_listing(), where)
+            .order_by(offences.c.at.desc(), offences.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        with self._db.read() as session:
+            rows = list(session.execute(query))
+            found = self._adjustments(session, [r.id for r in rows])
+        return [offence_entry(row, found.get(row.id, ())) for row in rows]
 
     def count(self, where: OffenceFilter = EVERY_OFFENCE) -> int:
         """Return how many offences match (SQL-side, for pages and health)."""

@@ -106,15 +106,25 @@ class RegisterBook:
         return {row.entry_id: row for row in rows}
 
     def entries(
-        self, start: datetime, end: datetime, *, site: str | None = None
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        site: str | None = None,
+        department: str | None = None,
+        person: str | None = None,
     ) -> list[RegisterEntry]:
-        """Return the entries whose call started in [start, end), by start time."""
+        """Return the entries whose call started in [start, end) (of a department or a caller)."""
         conditions = [
             register_entries.c.started_at >= _aware(start, "start"),
             register_entries.c.started_at < _aware(end, "end"),
         ]
         if site is not None:
             conditions.append(register_entries.c.site == site)
+        if department is not None:
+            conditions.append(register_entries.c.department == department)
+        if person is not None:
+            conditions.append(register_entries.c.caller_person_id == person)
         return self._where(*conditions)
 
     def by_id(self, entry_id: int) -> RegisterEntry | None:

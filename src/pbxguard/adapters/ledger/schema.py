@@ -339,6 +339,72 @@ offence_outcomes = Table(
     Index("ix_offence_outcomes_key", "key", unique=True),
 )
 
+# -- the console (migration 0003_console) -----------------------------------------------------
+
+console_users = Table(
+    "console_users",
+    metadata,
+    _id(),
+    _s("username", index=True),
+    _s("kind"),
+    _s("role"),
+    _s("person_id"),
+    _s("display_name"),
+    _s("password_hash"),
+    _s("actor"),
+    _s("reason"),
+    _when("at"),
+    *_chained(),
+)
+
+approval_requests = Table(
+    "approval_requests",
+    metadata,
+    _id(),
+    _s("request_id", index=True),
+    _s("kind"),
+    _s("person_id"),
+    _s("department", index=True),
+    _s("actor"),
+    _s("number_class", nullable=True),
+    _s("prefix"),
+    _when("valid_from", nullable=True),
+    _when("valid_until", nullable=True),
+    Column("max_calls", Integer(), nullable=True),
+    _s("reason"),
+    _s("approval_id"),
+    _when("at"),
+    *_chained(),
+    UniqueConstraint("request_id", "kind", name="uq_approval_requests_once"),
+)
+
+sign_offs = Table(
+    "sign_offs",
+    metadata,
+    _id(),
+    _s("month"),
+    _s("report"),
+    _s("actor"),
+    _s("note"),
+    _s("summary"),
+    _when("at"),
+    *_chained(),
+    UniqueConstraint("site", "month", "report", name="uq_sign_offs_site_month_report"),
+)
+
+console_audit = Table(
+    "console_audit",
+    metadata,
+    _id(),
+    _when("at", index=True),
+    _s("actor"),
+    _s("role"),
+    _s("action"),
+    _s("target"),
+    _s("detail"),
+    *_chained(),
+)
+
 #: Every ledger table, in the order the migrations create them.
 LEDGER_TABLES = (
     "decisions",
@@ -351,6 +417,10 @@ LEDGER_TABLES = (
     "authorization_codes",
     "code_events",
     "offence_outcomes",
+    "console_users",
+    "approval_requests",
+    "sign_offs",
+    "console_audit",
 )
 
 for _table in metadata.tables.values():

@@ -51,6 +51,10 @@ def _dispatch(args: object) -> int:
         from pbxguard.entrypoints.cli.init import cmd_init  # noqa: PLC0415
 
         return cmd_init(args)  # type: ignore[arg-type]
+    if command in ("console", "user"):
+        from pbxguard.entrypoints.cli.console import cmd_console, cmd_user  # noqa: PLC0415
+
+        return (cmd_console if command == "console" else cmd_user)(args)  # type: ignore[arg-type]
     if command == "run":
         from pbxguard.entrypoints.cli.run import cmd_run  # noqa: PLC0415
 

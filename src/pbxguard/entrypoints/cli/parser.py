@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_code(sub)
     _add_register(sub)
     _add_rota(sub)
+    _add_console(sub)
 
     policy = sub.add_parser("policy", help="policy files")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
@@ -210,3 +211,45 @@ def _add_ledger(sub: Any) -> None:
     adjust.add_argument("--by", required=True, metavar="WHO")
     adjust.add_argument("--reason", required=True, metavar="TEXT")
     adjust.add_argument("--config", default=argparse.SUPPRESS)
+
+
+CONSOLE_ROLES = (
+    "administrator", "auditor", "general_manager", "department_head", "duty_lead", "staff",
+)  # fmt: skip
+
+
+def _add_console(sub: Any) -> None:
+    console = sub.add_parser(
+        "console",
+        help="the audit and approval console over the ledger (browser UI and JSON API)",
+        description="Serve the console over the ledger the settings name, without the guard "
+        "(for auditors). Inside the daemon it runs when [console] enabled = true.",
+    )
+    console.add_argument("--config", help="settings file naming the ledger and the policy")
+    console.add_argument("--host", help="address to listen on (default [console] host)")
+    console.add_argument("--port", type=int, help="port (default [console] port)")
+    user = sub.add_parser("user", help="console accounts: add, list, disable, passwd, role")
+    actions = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = actions.add_parser(
+        "add",
+        help="create an account (the password is read from the terminal or stdin)",
+    )
+    add.add_argument("username")
+    add.add_argument("--role", required=True, choices=CONSOLE_ROLES)
+    add.add_argument("--person", help="the policy's person id (department heads and staff)")
+    add.add_argument("--name", help="display name")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    listing = actions.add_parser("list", help="list the accounts")
+    passwd = actions.add_parser("passwd", help="set an account's password")
+    passwd.add_argument("username")
+    passwd.add_argument("--password-stdin", action="store_true")
+    disable = actions.add_parser("disable", help="stop an account from signing in")
+    disable.add_argument("username")
+    enable = actions.add_parser("enable", help="let a disabled account sign in again")
+    enable.add_argument("username")
+    role = actions.add_parser("role", help="give an account another role")
+    role.add_argument("username")
+    role.add_argument("--role", required=True, choices=CONSOLE_ROLES)
+    role.add_argument("--person", help="the policy's person id")
+    for parser in (add, listing, passwd, disable, enable, role):
+        parser.add_argument("--config", help="settings file naming the ledger and the policy")
