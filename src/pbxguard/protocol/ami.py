@@ -381,9 +381,7 @@ class AmiParser:
         item = ready.popleft()
         if isinstance(item, bytes):
             try:
-                # A NUL cannot come from Asterisk's C strings; if one does, keep it visible
-                # (U+2400) and storable rather than let it reach the ledger's text columns.
-                return _message_from_text(item.decode().replace("\0", "\u2400"))
+                return _message_from_text(item.decode())
             except UnicodeDecodeError as exc:
                 return MalformedMessage(
                     item,
