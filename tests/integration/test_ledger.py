@@ -262,7 +262,7 @@ def test_migration_creates_exactly_the_tables_the_models_describe(
         engine.dispose()
     assert diff == []
     version = raw_sql(ledger_url, "SELECT version_num FROM alembic_version")
-    assert version == [("0002",)]
+    assert version == [("0003_ops",)]
 
 
 # -- idempotency ----------------------------------------------------------------------------
