@@ -47,6 +47,18 @@ def _dispatch(args: object) -> int:
         from pbxguard.entrypoints.cli.register import cmd_register  # noqa: PLC0415
 
         return cmd_register(args)  # type: ignore[arg-type]
+    if command == "dnd":
+        from pbxguard.entrypoints.cli.dnd import cmd_dnd  # noqa: PLC0415
+
+        return cmd_dnd(args)  # type: ignore[arg-type]
+    if command == "quota":
+        from pbxguard.entrypoints.cli.quota import cmd_quota  # noqa: PLC0415
+
+        return cmd_quota(args)  # type: ignore[arg-type]
+    if command == "replay":
+        from pbxguard.entrypoints.cli.replay import cmd_replay  # noqa: PLC0415
+
+        return cmd_replay(args)  # type: ignore[arg-type]
     if command == "run":
         from pbxguard.entrypoints.cli.run import cmd_run  # noqa: PLC0415
 
