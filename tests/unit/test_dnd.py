@@ -174,3 +174,16 @@ def test_the_safety_net_judges_with_the_list_it_was_given_last() -> None:
     assert hangup.channel == "Local/13800138000@pstn-00000002;1"
     tracker.handle(DoNotDisturbChanged(NOW, None))
     assert not [e for e in tracker.handle(dial(3)) if isinstance(e, HangupChannel)]
+
+
+def test_the_policy_file_marks_promotion_lines(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(
+        'schema = 1\nextends = "reference-site"\n'
+        '[[lines]]\nextension = "2003"\nname = "推销线路"\npromotion = true\n'
+        '[[lines]]\nextension = "8000"\nname = "门卫室报警电话"\nuse = "emergency_only"\n',
+        encoding="utf-8",
+    )
+    lines = load_policy(path).policy.lines
+    assert lines["2003"].promotion is True
+    assert lines["8000"].promotion is False

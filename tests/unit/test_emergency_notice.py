@@ -141,3 +141,32 @@ def test_a_phone_without_a_location_or_owner_still_says_which_extension() -> Non
     assert payload["message_en"] == "emergency call: unknown caller, ext. 2999 dialled 120 at " + (
         "2026-11-23 09:00:00"
     )
+
+
+def test_the_policy_file_says_where_each_phone_is(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(
+        'schema = 1\nextends = "reference-site"\n[locations]\n'
+        f'"8000" = "{GUARD_ROOM}"\n"2001" = "3楼 301室"\n',
+        encoding="utf-8",
+    )
+    policy = load_policy(path).policy
+    assert policy.location_of("8000") == GUARD_ROOM
+    assert policy.location_of("2001") == "3楼 301室"
+    assert policy.location_of("2002") == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [('"80a0" = "x"', "locations"), ('"8000" = ""', "locations.8000")],
+)
+def test_a_location_must_name_an_extension_and_a_place(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    from pbxguard.errors import PolicyError
+
+    path = tmp_path / "site.toml"
+    path.write_text(f'schema = 1\nextends = "reference-site"\n[locations]\n{text}\n', "utf-8")
+    with pytest.raises(PolicyError, match=problem) as raised:
+        load_policy(path)
+    assert "site.toml:4" in str(raised.value)

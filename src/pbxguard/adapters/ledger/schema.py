@@ -147,6 +147,8 @@ decisions = Table(
     _s("policy_version"),
     *_chained(),
     UniqueConstraint("key", name="uq_decisions_key"),
+    # A month's pre-dial verdicts of one site, in time order (`pbxguard replay`; 0003_ops).
+    Index("ix_decisions_site_layer_at", "site", "layer", "at"),
 )
 
 offences = Table(

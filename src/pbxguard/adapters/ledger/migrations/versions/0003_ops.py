@@ -1,9 +1,11 @@
-"""Keep how many units an offence was priced for (QU-1: the missing calls of a day).
+"""Keep how many units an offence was priced for; find a month's pre-dial verdicts fast.
 
 - ``offences.units``: the count a rule prices per unit (``per_unit`` in the penalty's step;
   the telesales quota fines 5 yuan per missing call). Rows written before this migration have
   0. The column is outside the hash chain (chain version 1 is fixed, so old rows keep
   verifying); the amount it produced, and the offence's detail that names the count, are in it.
+- ``ix_decisions_site_layer_at``: a month's pre-dial verdicts of one site, in time order, for
+  ``pbxguard replay`` (without it, each page of the replay scans every verdict of the site).
 
 Revision ID: 0003_ops
 Revises: 0002
@@ -27,6 +29,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("offences", sa.Column("units", sa.Integer(), nullable=False, server_default="0"))
+    op.create_index("ix_decisions_site_layer_at", "decisions", ["site", "layer", "at"])
 
 
 def downgrade() -> None:
