@@ -222,3 +222,26 @@ def test_retry_delays_grow_and_stay_bounded() -> None:
     for attempt in range(1, 9):
         delay = retry.delay(attempt)
         assert 0.25 <= delay <= min(0.5 * 2 ** (attempt - 1), 4.0)
+
+
+async def test_a_notice_still_retrying_when_pbxguard_stops_is_logged_as_dropped(
+    tmp_path: Path,
+) -> None:
+    slow = desks(free_port_url(), backoff_min=30.0, backoff_max=60.0)
+    with capture_logs() as logs:
+        async with guard_against(
+            ["guardroom-emergency-110"], tmp_path, loaded=located(), emergency=slow
+        ) as run:
+            desk = next(d for d in run.parts.emergency_desks if isinstance(d, WebhookDesk))
+            await until_true(lambda: desk.counters.failed_attempts >= 1, within=15)
+            await run.settle()
+    assert run.hangups() == []
+    assert desk.counters.delivered == 0
+    assert desk.counters.dropped == 1
+    dropped = [e for e in logs if e["event"] == "emergency.pending_dropped"]
+    assert [e["notice"] for e in dropped] == ["reference:emergency:1795397626.12"]
+
+
+def free_port_url() -> str:
+    """A webhook URL where nothing listens (connection refused)."""
+    return f"http://127.0.0.1:{free_port()}/hooks/emergency"

@@ -140,11 +140,21 @@ class QueuedDesk(ABC):
                     task = group.create_task(self._guarded(notice))
                     task.add_done_callback(lambda _task: slots.release())
         finally:
+            while not self._queue.empty():
+                self._dropped(self._queue.get_nowait())
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _dropped(self, notice: EmergencyNotice) -> None:
+        # pbxguard is stopping: say which notices never arrived.
+        self.counters.dropped += 1
+        log.warning("emergency.pending_dropped", desk=self.kind, notice=notice.key)
 
     async def _guarded(self, notice: EmergencyNotice) -> None:
         try:
             await self._deliver(notice)
+        except asyncio.CancelledError:
+            self._dropped(notice)
+            raise
         except Exception:
             # A fault in one delivery costs that notice, never the desk or the daemon.
             self.counters.given_up += 1
