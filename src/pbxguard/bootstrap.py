@@ -19,15 +19,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
 from pbxguard.adapters.ami import AmiClient, AmiTiming
 from pbxguard.adapters.clock import SystemClock
+from pbxguard.adapters.dnd_file import DndStore, NumberFile
+from pbxguard.adapters.emergency_desk import MailDesk, QueuedDesk, Retry, WebhookDesk
 from pbxguard.adapters.fastagi import FastAgiServer
 from pbxguard.adapters.journal import Journal
 from pbxguard.adapters.ledger import (
     ApprovalBook,
+    CallLog,
     CodeBook,
     FactJournal,
     LedgerDatabase,
@@ -35,7 +39,6 @@ from pbxguard.adapters.ledger import (
     OffenceBook,
     RegisterBook,
 )
-from pbxguard.adapters.ledger.calls import CallLog
 from pbxguard.adapters.ledger.console import (
     ApprovalRequestBook,
     AuditTrail,
@@ -58,8 +61,9 @@ from pbxguard.adapters.settings import Settings
 from pbxguard.app.console import Console, PolicyStatus
 from pbxguard.app.guard import Guard
 from pbxguard.app.overview import GuardCounters, GuardHealth, LineState, LiveView, NoLiveView
-from pbxguard.app.ports import Clock, Notifier, RotaStore
+from pbxguard.app.ports import Clock, EmergencyDesk, Notifier, RotaStore
 from pbxguard.app.predial import PreDialGate
+from pbxguard.app.quota import QuotaWatch
 from pbxguard.app.register_watch import RegisterWatch
 from pbxguard.domain.call_events import OpenCut
 from pbxguard.domain.effects import RaiseAlert
@@ -100,6 +104,11 @@ class Parts:
     codes: CodeBook
     offences: OffenceBook
     register_watch: RegisterWatch
+    quota_watch: QuotaWatch
+    dnd_store: DndStore
+    dnd: NumberFile | None = None
+    dnd_stamp: tuple[int, int] | None = None
+    emergency_desks: list[QueuedDesk] = field(default_factory=list)
     schema_ready: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -232,6 +241,57 @@ def recent_code_failures(codes: CodeBook, limits: CodeLimits, clock: Clock) -> l
         return []
 
 
+def emergency_desks(settings: Settings, timezone: ZoneInfo) -> list[QueuedDesk]:
+    """Build the webhook and e-mail channels to the security desk the settings ask for."""
+    config = settings.emergency
+    retry = Retry(config.attempts, config.backoff_min, max(config.backoff_max, config.backoff_min))
+    desks: list[QueuedDesk] = []
+    if config.webhook.url:
+        desks.append(
+            WebhookDesk(
+                config.webhook.url,
+                timezone,
+                token=config.webhook.token.get_secret_value(),
+                timeout=config.webhook.timeout,
+                retry=retry,
+            )
+        )
+    mail = config.mail
+    if mail.host:
+        desks.append(
+            MailDesk(
+                mail.host,
+                timezone,
+                port=mail.port,
+                sender=mail.sender,
+                to=mail.to,
+                username=mail.username,
+                password=mail.password.get_secret_value(),
+                security=mail.security,
+                timeout=mail.timeout,
+                retry=retry,
+            )
+        )
+    return desks
+
+
+def open_do_not_disturb(store: DndStore) -> tuple[NumberFile | None, tuple[int, int] | None]:
+    """Map the do-not-disturb list in force, and what tells when it is replaced.
+
+    A list that cannot be read is logged and left out (promotion lines are then not checked
+    against it) rather than keeping the guard from protecting everything else.
+    """
+    stamp = store.stamp()
+    try:
+        numbers = store.open_current()
+    except PbxGuardError as error:
+        log.error("do-not-disturb list not loaded", error=str(error))
+        return None, stamp
+    if numbers is not None:
+        log.info("do-not-disturb list loaded", list=numbers.info.name, numbers=numbers.info.count)
+    return numbers, stamp
+
+
 def build(
     settings: Settings,
     loaded: LoadedPolicy | None = None,
@@ -275,7 +335,13 @@ def build(
                 spool_path=settings.mqtt_spool_path,
             )
         )
-        notifier = MqttNotifier(link, site=policy.site)
+        notifier = MqttNotifier(link, site=policy.site, timezone=policy.timezone)
+    desks = emergency_desks(settings, policy.timezone)
+    emergency: list[EmergencyDesk] = list(desks)
+    if isinstance(notifier, MqttNotifier):
+        emergency.insert(0, notifier)
+    dnd_store = DndStore(settings.dnd_path)
+    dnd, dnd_stamp = open_do_not_disturb(dnd_store)
     pbx = _LateBoundPbx()
     guard = Guard(
         policy,
@@ -287,6 +353,8 @@ def build(
         code_limits=limits,
         code_failures=recent_code_failures(codes, limits, clock),
         open_cuts=restored_cuts(journal, offences, clock),
+        emergency=emergency,
+        dnd=dnd,
     )
     event_loop = loop or asyncio.get_event_loop()
 
@@ -340,6 +408,14 @@ def build(
     register_watch = RegisterWatch(
         RegisterBook(database), offences, guard.carry_out, lambda: guard.policy, clock
     )
+    quota_watch = QuotaWatch(
+        CallLog(database),
+        offences,
+        guard.carry_out,
+        lambda: guard.policy,
+        clock,
+        journal_pending=lambda: journal.pending,
+    )
     return Parts(
         settings=settings,
         loaded=loaded,
@@ -357,6 +433,11 @@ def build(
         codes=codes,
         offences=offences,
         register_watch=register_watch,
+        quota_watch=quota_watch,
+        dnd_store=dnd_store,
+        dnd=dnd,
+        dnd_stamp=dnd_stamp,
+        emergency_desks=desks,
         schema_ready=schema_ready,
     )
 

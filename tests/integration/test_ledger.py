@@ -269,7 +269,7 @@ def test_migration_creates_exactly_the_tables_the_models_describe(
         engine.dispose()
     assert diff == []
     version = raw_sql(ledger_url, "SELECT version_num FROM alembic_version")
-    assert version == [("0003_console",)]
+    assert version == [("0004_ops",)]
 
 
 # -- idempotency ----------------------------------------------------------------------------

@@ -52,12 +52,14 @@ def fill(url: str, count: int = 5, site: str = "hq") -> None:
 
 
 def verify(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    capsys.readouterr()  # what the set-up logged
     status = main(["ledger", "verify", "--config", str(config)])
     out, err = capsys.readouterr()
     return status, out, err
 
 
 def verify_json(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, object]]:
+    capsys.readouterr()  # what the set-up logged
     status = main(["ledger", "verify", "--json", "--config", str(config)])
     out, _ = capsys.readouterr()
     return status, json.loads(out)

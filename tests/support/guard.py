@@ -19,6 +19,8 @@ from pbxguard.adapters.policy_file import LoadedPolicy, load_policy
 from pbxguard.adapters.settings import (
     AgiSettings,
     AmiSettings,
+    DndSettings,
+    EmergencySettings,
     LedgerSettings,
     MqttSettings,
     Settings,
@@ -103,6 +105,8 @@ def settings_for(
     ledger_url: str | None = None,
     mqtt: MqttSettings | None = None,
     agi: AgiSettings | None = None,
+    emergency: EmergencySettings | None = None,
+    dnd: DndSettings | None = None,
 ) -> Settings:
     """Settings for a guard against ``pbx`` with its state in ``tmp_path``."""
     return Settings(
@@ -111,6 +115,8 @@ def settings_for(
         agi=agi or AgiSettings(port=0),
         ledger=LedgerSettings(url=ledger_url or f"sqlite:///{tmp_path / 'ledger.sqlite3'}"),
         mqtt=mqtt or MqttSettings(),
+        emergency=emergency or EmergencySettings(),
+        dnd=dnd or DndSettings(),
     )
 
 
@@ -127,13 +133,18 @@ async def guard_against(
     clock: Clock | None = None,
     pause_after: Callable[[AmiMessage], bool] | None = None,
     approvals_refresh: float = 30.0,
+    emergency: EmergencySettings | None = None,
+    dnd: DndSettings | None = None,
+    agi: AgiSettings | None = None,
 ) -> AsyncIterator[GuardRun]:
     """Start a simulated PBX replaying ``recordings`` and a guard logged in to it."""
     loaded = loaded or reference_policy(mode)
     async with SimulatedPbx(
         list(recordings), secret=SECRET, speed=speed, pause_after=pause_after
     ) as pbx:
-        settings = settings_for(tmp_path, pbx, ledger_url=ledger_url, mqtt=mqtt)
+        settings = settings_for(
+            tmp_path, pbx, ledger_url=ledger_url, mqtt=mqtt, emergency=emergency, dnd=dnd, agi=agi
+        )
         parts = build(
             settings,
             loaded,

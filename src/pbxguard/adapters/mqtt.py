@@ -6,6 +6,7 @@ Topics follow one fixed scheme per site (the site name is a setting)::
     pbxguard/<site>/offences        every offence recorded against an extension
     pbxguard/<site>/alerts          an alert that concerns no single line
     pbxguard/<site>/alerts/<line>   an alert about one protected line ("guard-room", "8001", ...)
+    pbxguard/<site>/emergency       an emergency call (110, 119 ...), for the security desk
     pbxguard/<site>/status          retained {"state": "online" | "offline", ...}
 
 ``<line>`` is the line's name with the MQTT special characters ``/ + #`` and NUL replaced by
@@ -65,7 +66,7 @@ from pbxguard.errors import ConfigError, PublisherError
 
 log = structlog.get_logger(__name__)
 
-EventKind = Literal["decisions", "offences", "alerts"]
+EventKind = Literal["decisions", "offences", "alerts", "emergency"]
 """The kinds of event published; each is one topic level under ``pbxguard/<site>/``."""
 
 TOPIC_ROOT: Final = "pbxguard"
@@ -148,7 +149,12 @@ class AlertPublisher(Protocol):
     """The publishing port enforcement depends on: hand an event over without waiting."""
 
     def publish(
-        self, kind: EventKind, payload: Mapping[str, object], *, line: str | None = None
+        self,
+        kind: EventKind,
+        payload: Mapping[str, object],
+        *,
+        line: str | None = None,
+        urgent: bool = False,
     ) -> None:
         """Queue one event for ``pbxguard/<site>/<kind>``; never block, never raise.
 
@@ -158,6 +164,8 @@ class AlertPublisher(Protocol):
                 subscribers can drop the duplicates at-least-once delivery allows.
             line: for alerts, the protected line the alert concerns; it becomes the topic's
                 last level.
+            urgent: send it before everything still waiting (emergency calls), whatever the
+                outbox's limit.
         """
         ...
 
@@ -490,9 +498,19 @@ class BrokerLink:
         return topic
 
     def publish(
-        self, kind: EventKind, payload: Mapping[str, object], *, line: str | None = None
+        self,
+        kind: EventKind,
+        payload: Mapping[str, object],
+        *,
+        line: str | None = None,
+        urgent: bool = False,
     ) -> None:
-        """Queue one event for ``pbxguard/<site>/<kind>``; never block, never raise."""
+        """Queue one event for ``pbxguard/<site>/<kind>``; never block, never raise.
+
+        An ``urgent`` event goes ahead of everything waiting (behind at most the one message
+        being sent), in memory even when the outbox is full: an emergency call is not kept
+        behind a backlog of decisions.
+        """
         try:
             envelope = _Envelope(self.topic_for(kind, line), encode_payload(payload))
         except Exception as exc:
@@ -501,6 +519,11 @@ class BrokerLink:
             log.exception("mqtt.event_rejected", kind=str(kind), error=str(exc))
             return
         self._queued += 1
+        if urgent and not self._close_requested.is_set():
+            # The head may be the message on the wire, removed once the broker acknowledges it.
+            self._outbox.insert(min(1, len(self._outbox)), envelope)
+            self._wakeup.set()
+            return
         try:
             self._enqueue(envelope)
         except Exception:
@@ -833,7 +856,12 @@ class NullLink:
         return LinkCounters(queued=self._queued)
 
     def publish(
-        self, kind: EventKind, payload: Mapping[str, object], *, line: str | None = None
+        self,
+        kind: EventKind,
+        payload: Mapping[str, object],
+        *,
+        line: str | None = None,
+        urgent: bool = False,
     ) -> None:
         """Accept and discard one event."""
         self._queued += 1

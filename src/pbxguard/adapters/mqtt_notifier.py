@@ -8,9 +8,12 @@ here and nowhere else, so subscribers see one stable, documented shape per kind
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
+from pbxguard.adapters.emergency_desk import notice_payload
 from pbxguard.adapters.mqtt import AlertPublisher
 from pbxguard.domain.effects import ClearAlert, RaiseAlert
+from pbxguard.domain.emergency import EmergencyNotice
 from pbxguard.domain.entries import OffenceEntry
 from pbxguard.domain.records import DecisionRecord
 
@@ -39,11 +42,18 @@ def _iso(at: datetime) -> str:
 
 
 class MqttNotifier:
-    """Publish the guard's decisions, offences, hangups and alerts."""
+    """Publish the guard's decisions, offences, hangups, alerts and emergency calls."""
 
-    def __init__(self, link: AlertPublisher, *, site: str) -> None:
+    def __init__(
+        self, link: AlertPublisher, *, site: str, timezone: ZoneInfo | None = None
+    ) -> None:
         self._link = link
         self._site = site
+        self._timezone = timezone or ZoneInfo("Asia/Shanghai")
+
+    def emergency_call(self, notice: EmergencyNotice) -> None:
+        """Publish an emergency call for the security desk, ahead of anything waiting."""
+        self._link.publish("emergency", notice_payload(notice, self._timezone), urgent=True)
 
     def decision_made(self, record: DecisionRecord) -> None:
         """Publish a verdict given by either layer."""

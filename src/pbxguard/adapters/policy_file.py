@@ -60,7 +60,17 @@ from pbxguard.domain.penalties import (
     Sanction,
     Step,
 )
-from pbxguard.domain.policy import CodeLimits, Line, LineUse, Mode, Person, Policy, Role, Rule
+from pbxguard.domain.policy import (
+    CodeLimits,
+    Line,
+    LineUse,
+    Mode,
+    Person,
+    Policy,
+    Role,
+    Rule,
+    Telesales,
+)
 from pbxguard.domain.rota import DatedShift, Rota, WeeklyShift
 from pbxguard.domain.tariff import Rate, Tariff
 from pbxguard.errors import ConfigError, PolicyError
@@ -188,6 +198,7 @@ class LineModel(_Model):
     reject_rule: str = ""
     business_numbers: list[Annotated[str, Field(pattern=r"^[0-9]+$")]] = []
     operating: str = ""
+    promotion: bool = False
 
 
 _HOURS = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-4]):[0-5][0-9]$"
@@ -245,6 +256,7 @@ class StepModel(_Model):
     charge_multiple: Annotated[Decimal, Field(ge=0, le=1000)] = Decimal(0)
     sanctions: list[Sanction] = []
     per_class: dict[NumberClass, Money] = {}
+    per_unit: Money = Decimal(0)
 
 
 class RepeatModel(_Model):
@@ -291,6 +303,20 @@ class RegisterModel(_Model):
     fill_within_hours: int = Field(default=72, ge=1, le=24 * 31)
 
 
+class TelesalesModel(_Model):
+    people: list[Annotated[str, Field(min_length=1)]] = []
+    starts: date | None = None
+    daily: int = Field(default=120, ge=0, le=10_000)
+    first_half: int = Field(default=80, ge=0, le=10_000)
+    first_half_last_day: int = Field(default=15, ge=0, le=31)
+    min_talk_seconds: int = Field(default=30, ge=0, le=3600)
+    working_days_only: bool = True
+    rule: str = "QU-1"
+
+
+Location = Annotated[str, Field(min_length=1, max_length=200)]
+
+
 class PolicyModel(_Model):
     schema_: Literal[1] = Field(alias="schema")
     extends: str | None = None
@@ -309,6 +335,8 @@ class PolicyModel(_Model):
     rota: RotaModel = RotaModel()
     # `register` would shadow ABCMeta.register on the model class.
     register_: RegisterModel = Field(default=RegisterModel(), alias="register")
+    locations: dict[Annotated[str, Field(pattern=r"^[0-9]+$")], Location] = {}
+    telesales: TelesalesModel = TelesalesModel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,6 +656,7 @@ def _to_domain(
             reject_rule=ln.reject_rule,
             business_numbers=tuple(ln.business_numbers),
             operating=ln.operating,
+            promotion=ln.promotion,
         )
     rules: dict[str, Rule] = {}
     for rule_id, r in model.rules.items():
@@ -710,6 +739,7 @@ def _to_domain(
             f"lines[{index}]: standby and standby_rule go together",
         )
     rota = _rota(model, tz, sources, rota_may_be_missing=rota_may_be_missing)
+    telesales = _telesales(model, people, rules, sources)
     digest = hashlib.sha256("\n\x00".join(s.text for s in sources).encode()).hexdigest()[:12]
     policy = Policy(
         site=model.site.name,
@@ -736,8 +766,57 @@ def _to_domain(
             digits=model.authorization.code_digits,
             min_digits=min(model.authorization.min_code_digits, model.authorization.code_digits),
         ),
+        locations=dict(model.locations),
+        telesales=telesales,
     )
     return policy, channels
+
+
+def _telesales(
+    model: PolicyModel,
+    people: Mapping[str, Person],
+    rules: Mapping[str, Rule],
+    sources: Sequence[_Source],
+) -> Telesales | None:
+    """Build the telesales quota (QU-1), or None when the policy names nobody for it."""
+    tm = model.telesales
+    if not tm.people:
+        return None
+    for index, person in enumerate(tm.people):
+        _check(
+            person in people,
+            sources,
+            ("telesales", "people", index),
+            f"telesales.people: no person named {person!r}",
+        )
+    _check(
+        tm.rule in rules,
+        sources,
+        ("telesales", "rule"),
+        f"telesales.rule: no rule named {tm.rule!r}",
+    )
+    _check(
+        tm.starts is not None,
+        sources,
+        ("telesales", "people"),
+        "telesales.starts: the first day the quota counts is required (days before it are "
+        "never assessed)",
+    )
+    assert tm.starts is not None
+    workdays: HolidayTable | None = None
+    if tm.working_days_only:
+        china = model.calendar.holidays == "china"
+        workdays = site_holiday_table() if china else HolidayTable.without_holidays()
+    return Telesales(
+        people=tuple(dict.fromkeys(tm.people)),
+        starts=tm.starts,
+        daily=tm.daily,
+        first_half=tm.first_half,
+        first_half_last_day=tm.first_half_last_day,
+        min_talk=timedelta(seconds=tm.min_talk_seconds),
+        workdays=workdays,
+        rule_id=tm.rule,
+    )
 
 
 def _penalty(model: PenaltyModel | None) -> PenaltySpec | None:
@@ -749,6 +828,7 @@ def _penalty(model: PenaltyModel | None) -> PenaltySpec | None:
             charge_multiple=s.charge_multiple,
             sanctions=tuple(s.sanctions),
             per_class={k.value: v for k, v in s.per_class.items()},
+            per_unit=s.per_unit,
         )
         for s in model.steps
     )

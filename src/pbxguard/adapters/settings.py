@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pbxguard.adapters.validation_text import describe
@@ -107,6 +107,55 @@ class ConsoleSettings(_Section):
     staff: bool = True
 
 
+class DndSettings(_Section):
+    """The do-not-disturb lists (DND-1): where imports put them, how often the daemon looks."""
+
+    dir: str = ""  # default: <state_dir>/dnd
+    check_interval: float = Field(default=5.0, gt=0, le=3600)
+
+
+class WebhookSettings(_Section):
+    """An HTTP endpoint that receives every emergency notice as a JSON POST (optional)."""
+
+    url: str = Field(default="", pattern=r"^(https?://\S+)?$")
+    # Sent as "Authorization: Bearer <token>" when set (PBXGUARD_EMERGENCY__WEBHOOK__TOKEN).
+    token: SecretStr = SecretStr("")
+    timeout: float = Field(default=5.0, gt=0, le=60)
+
+
+class MailSettings(_Section):
+    """The SMTP server that e-mails every emergency notice to the security desk (optional)."""
+
+    host: str = ""
+    port: int = Field(default=25, ge=1, le=65535)
+    sender: str = ""
+    to: list[str] = []
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    security: Literal["none", "starttls", "tls"] = "none"
+    timeout: float = Field(default=10.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _addressed(self) -> MailSettings:
+        if self.host and (not self.sender or not self.to):
+            raise ValueError("an SMTP host needs a sender and at least one address in `to`")
+        return self
+
+
+class EmergencySettings(_Section):
+    """How emergency calls reach the security desk besides MQTT: a webhook, e-mail.
+
+    A delivery that fails is tried again with jittered exponential backoff, ``attempts`` times
+    in all, then given up (and logged): a desk that is down never holds anything up.
+    """
+
+    webhook: WebhookSettings = WebhookSettings()
+    mail: MailSettings = MailSettings()
+    attempts: int = Field(default=6, ge=1, le=100)
+    backoff_min: float = Field(default=1.0, gt=0, le=3600)
+    backoff_max: float = Field(default=60.0, gt=0, le=3600)
+
+
 class Settings(BaseSettings):
     """Everything the daemon needs to run."""
 
@@ -123,6 +172,8 @@ class Settings(BaseSettings):
     journal: JournalSettings = JournalSettings()
     mqtt: MqttSettings = MqttSettings()
     console: ConsoleSettings = ConsoleSettings()
+    dnd: DndSettings = DndSettings()
+    emergency: EmergencySettings = EmergencySettings()
 
     @property
     def state_path(self) -> Path:
@@ -138,6 +189,11 @@ class Settings(BaseSettings):
     def journal_path(self) -> Path:
         """The write-ahead journal's directory."""
         return self.state_path / "journal"
+
+    @property
+    def dnd_path(self) -> Path:
+        """Where the do-not-disturb lists are kept."""
+        return Path(self.dnd.dir) if self.dnd.dir else self.state_path / "dnd"
 
     @property
     def mqtt_spool_path(self) -> Path:
@@ -213,6 +269,7 @@ def load_settings(path: str | Path | None) -> Settings:
                 "mqtt": settings.mqtt.model_copy(
                     update={"spool": _anchored(settings.mqtt.spool, base)}
                 ),
+                "dnd": settings.dnd.model_copy(update={"dir": _anchored(settings.dnd.dir, base)}),
             }
         )
     return settings

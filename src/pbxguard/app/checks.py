@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from pbxguard.domain.approvals import Approval
+from pbxguard.domain.dnd import DoNotDisturb
 from pbxguard.domain.evaluate import CallAttempt, Decision
 from pbxguard.domain.judging import judge
 from pbxguard.domain.policy import Policy
@@ -22,6 +23,7 @@ def check_call(
     policy: Policy,
     approvals: Iterable[Approval],
     now: datetime,
+    dnd: DoNotDisturb | None = None,
 ) -> Decision:
     """Return the verdict the pre-dial layer gives ``attempt`` (``pin`` included)."""
-    return judge(attempt, policy, now=now, approvals=approvals, allow_pin=True)
+    return judge(attempt, policy, now=now, approvals=approvals, allow_pin=True, dnd=dnd)

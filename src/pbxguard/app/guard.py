@@ -35,11 +35,12 @@ from pbxguard.app.ami_events import (
     translate,
 )
 from pbxguard.app.checks import check_call
-from pbxguard.app.ports import Clock, FactSink, Notifier, PbxControl
+from pbxguard.app.ports import Clock, EmergencyDesk, FactSink, Notifier, PbxControl
 from pbxguard.domain.approvals import Approval
 from pbxguard.domain.call_events import (
     ApprovalsChanged,
     ConnectionLost,
+    DoNotDisturbChanged,
     HangupAccepted,
     HangupFailed,
     IntentsRestored,
@@ -54,12 +55,14 @@ from pbxguard.domain.call_events import (
 from pbxguard.domain.calls import CallTracker
 from pbxguard.domain.channels import ChannelPlan
 from pbxguard.domain.codes import CodeGuard
+from pbxguard.domain.dnd import DoNotDisturb
 from pbxguard.domain.effects import (
     AlertKind,
     ClearAlert,
     CountApprovalUse,
     Effect,
     HangupChannel,
+    NotifyEmergency,
     RaiseAlert,
     RecordCall,
     RecordCodeFailure,
@@ -131,6 +134,7 @@ class GuardStats:
     journal_failures: int = 0
     #: Verdicts by (number class, verdict), both layers (the console's /metrics).
     decisions_by: Counter[tuple[str, str]] = field(default_factory=Counter)
+    emergency_calls: int = 0
 
 
 class Guard:
@@ -149,13 +153,16 @@ class Guard:
         code_failures: Iterable[CodeFailure] = (),
         open_cuts: Iterable[OpenCut] = (),
         approvals: Iterable[Approval] = (),
+        emergency: Sequence[EmergencyDesk] = (),
+        dnd: DoNotDisturb | None = None,
     ) -> None:
         self.policy = policy
         self._pbx = pbx
         self._facts = facts
         self._notifier = notifier
         self._clock = clock
-        self.tracker = CallTracker(policy, channels, approvals=approvals)
+        self._emergency = tuple(emergency)
+        self.tracker = CallTracker(policy, channels, approvals=approvals, dnd=dnd)
         cuts = tuple(open_cuts)
         if cuts:
             self.tracker.handle(IntentsRestored(clock.now(), cuts))
@@ -250,7 +257,13 @@ class Guard:
 
     def decide(self, attempt: CallAttempt, *, now: datetime) -> Decision:
         """Decide an attempt before it rings, with the approvals (and their uses) held here."""
-        return check_call(attempt, policy=self.policy, approvals=self.tracker.approvals, now=now)
+        return check_call(
+            attempt,
+            policy=self.policy,
+            approvals=self.tracker.approvals,
+            now=now,
+            dnd=self.tracker.dnd,
+        )
 
     def verdict_given(self, call: CallRef, decision: Decision, *, at: datetime) -> None:
         """Record a pre-dial verdict (written ahead) so the AMI layer does not judge it again."""
@@ -286,6 +299,10 @@ class Guard:
     def set_approvals(self, approvals: Iterable[Approval]) -> None:
         """Replace the approvals on record (uses counted here and not yet stored are kept)."""
         self.handle(ApprovalsChanged(self._clock.now(), tuple(approvals)))
+
+    def set_do_not_disturb(self, numbers: DoNotDisturb | None) -> None:
+        """Judge promotion lines' calls against a new do-not-disturb list (DND-1) from now on."""
+        self.handle(DoNotDisturbChanged(self._clock.now(), numbers))
 
     def set_policy(self, policy: Policy, channels: ChannelPlan) -> None:
         """Switch to a newly loaded policy; calls in progress keep their decisions."""
@@ -365,6 +382,28 @@ class Guard:
                 )
             elif isinstance(effect, RecordCall):
                 self.stats.calls += 1
+            elif isinstance(effect, NotifyEmergency):
+                self._notify_emergency(effect)
+
+    def _notify_emergency(self, effect: NotifyEmergency) -> None:
+        """Hand an emergency call to every security-desk channel; none may stop the others."""
+        notice = effect.notice
+        self.stats.emergency_calls += 1
+        log.warning(
+            "emergency call",
+            extension=notice.extension,
+            number=notice.number,
+            person=notice.person_id,
+            location=notice.location,
+            linkedid=notice.call.linkedid,
+            layer=notice.layer.value,
+        )
+        for desk in self._emergency:
+            try:
+                desk.emergency_call(notice)
+            except Exception:
+                # A faulty channel costs its own notice, never the call or the other channels.
+                log.exception("emergency notice not handed over", desk=type(desk).__name__)
 
     def _fact(self, effect: Effect) -> LedgerFact | None:
         match effect:

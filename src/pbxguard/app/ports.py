@@ -24,6 +24,7 @@ from pbxguard.domain.access import (
 from pbxguard.domain.approvals import Approval
 from pbxguard.domain.channels import ChannelPlan
 from pbxguard.domain.effects import ClearAlert, RaiseAlert
+from pbxguard.domain.emergency import EmergencyNotice
 from pbxguard.domain.entries import (
     AdjustmentKind,
     CodeInfo,
@@ -91,6 +92,13 @@ class Notifier(Protocol):
         """The condition behind an alert is over."""
 
 
+class EmergencyDesk(Protocol):
+    """Tells the security desk about emergency calls (MQTT, a webhook, e-mail …)."""
+
+    def emergency_call(self, notice: EmergencyNotice) -> None:
+        """Hand a notice over for delivery; return at once, never raise."""
+
+
 class CodeChecker(Protocol):
     """Checks authorization codes typed at a phone."""
 
@@ -151,6 +159,13 @@ class CodeBookPort(CodeChecker, Protocol):
 
     def failures(self, *, since: datetime, extension: str | None = None) -> list[CodeFailure]:
         """Return the wrong codes typed since ``since``."""
+
+
+class OffenceListing(Protocol):
+    """Lists the offences of the ledger (what a read-only report needs)."""
+
+    def iter_offences(self, where: OffenceFilter) -> Iterator[OffenceEntry]:
+        """Yield offences, oldest first, in bounded memory."""
 
 
 class OffenceBookPort(Protocol):

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from pbxguard.domain.approvals import Approval
 from pbxguard.domain.channels import ChannelPlan
+from pbxguard.domain.dnd import DoNotDisturb
 from pbxguard.domain.evaluate import Decision
 from pbxguard.domain.policy import Policy
 from pbxguard.domain.records import CallRef
@@ -201,6 +202,14 @@ class IntentsRestored:
 
 
 @dataclass(frozen=True, slots=True)
+class DoNotDisturbChanged:
+    """The site's do-not-disturb list changed (a new version was imported), or is gone."""
+
+    at: datetime
+    numbers: DoNotDisturb | None
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time has passed: apply what is due (hangup retries, alarm-phone occupancy)."""
 
@@ -228,4 +237,5 @@ TrackerEvent = (
     | PolicyChanged
     | IntentsRestored
     | Tick
+    | DoNotDisturbChanged
 )

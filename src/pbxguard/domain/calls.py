@@ -36,6 +36,9 @@ The three promises, and how they are kept:
 
 Calls to hotline and duty lines are timed from ``DialBegin`` to ``DialEnd`` (AN-1, DT-2); an
 answered inbound call occupying the alarm phone past its grace is EM-1.
+
+An emergency call is never touched, and is told to the security desk once
+(`NotifyEmergency`), by whichever layer sees it first: the pre-dial verdict or the trunk leg.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from pbxguard.domain.call_events import (
     ConnectionLost,
     DialBegan,
     DialEnded,
+    DoNotDisturbChanged,
     HangupAccepted,
     HangupFailed,
     IntentsRestored,
@@ -67,6 +71,7 @@ from pbxguard.domain.call_events import (
     VerdictGiven,
 )
 from pbxguard.domain.channels import ChannelPlan, TrunkRoute
+from pbxguard.domain.dnd import DoNotDisturb
 from pbxguard.domain.duty_calls import (
     Occupation,
     RingEnd,
@@ -80,11 +85,13 @@ from pbxguard.domain.effects import (
     CountApprovalUse,
     Effect,
     HangupChannel,
+    NotifyEmergency,
     RecordCall,
     RecordDecision,
     RecordOffence,
     RecordOffenceOutcome,
 )
+from pbxguard.domain.emergency import emergency_notice
 from pbxguard.domain.enforcement import (
     approval_use_ref,
     decision_record,
@@ -199,9 +206,12 @@ class CallTracker:
         *,
         approvals: Iterable[Approval] = (),
         prejudged_capacity: int = 10_000,
+        dnd: DoNotDisturb | None = None,
     ) -> None:
         self.policy = policy
         self.channels = channels
+        self.dnd = dnd
+        self._notified: OrderedDict[str, None] = OrderedDict()
         self._approvals: dict[str, Approval] = {a.id: a for a in approvals}
         self._prejudged: OrderedDict[str, Decision] = OrderedDict()
         self._prejudged_capacity = prejudged_capacity
@@ -287,6 +297,9 @@ class CallTracker:
                 return []
             case IntentsRestored():
                 self._restored.update((c.key, c) for c in event.cuts)
+                return []
+            case DoNotDisturbChanged():
+                self.dnd = event.numbers
                 return []
             case Tick():
                 return self._tick(event.at)
@@ -454,6 +467,7 @@ class CallTracker:
             self.policy,
             now=at,
             approvals=self._approvals.values(),
+            dnd=self.dnd,
         )
 
     def _open_attempt(
@@ -484,6 +498,9 @@ class CallTracker:
             )
         ]
         effects.extend(self._count_approval(ref, decision, at))
+        effects.extend(
+            self._notify_emergency(ref, decision, at, Layer.AMI, caller_name=call.caller_name)
+        )
         if decision.allowed:
             effects.extend(self._check_dispatch_use(call, decision, at))
             return effects
@@ -545,6 +562,7 @@ class CallTracker:
             )
         ]
         effects.extend(self._count_approval(ref, decision, event.at))
+        effects.extend(self._notify_emergency(ref, decision, event.at, Layer.AGI))
         meaning = enforcement(decision, policy.mode, Layer.AGI)
         if meaning.offence is not None:
             draft = offence_of(
@@ -552,6 +570,26 @@ class CallTracker:
             )
             effects.append(RecordOffence(draft))
         return effects
+
+    def _notify_emergency(
+        self,
+        call: CallRef,
+        decision: Decision,
+        at: datetime,
+        layer: Layer,
+        *,
+        caller_name: str = "",
+    ) -> list[Effect]:
+        """Tell the security desk about an emergency call, once per call on both layers."""
+        if decision.number_class is not NumberClass.EMERGENCY or call.linkedid in self._notified:
+            return []
+        self._notified[call.linkedid] = None
+        while len(self._notified) > self._prejudged_capacity:
+            self._notified.popitem(last=False)
+        notice = emergency_notice(
+            decision, self.policy, call=call, at=at, layer=layer, caller_name=caller_name
+        )
+        return [NotifyEmergency(notice)]
 
     # -- hangups ------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pbxguard.domain.emergency import EmergencyNotice
 from pbxguard.domain.records import (
     ApprovalUse,
     CallSummary,
@@ -148,6 +149,13 @@ class ClearAlert:
         return self.at - self.since
 
 
+@dataclass(frozen=True, slots=True)
+class NotifyEmergency:
+    """Tell the security desk about an emergency call now (the call itself is never touched)."""
+
+    notice: EmergencyNotice
+
+
 LedgerEffect = (
     RecordDecision
     | RecordOffence
@@ -158,5 +166,5 @@ LedgerEffect = (
 )
 """Effects the ledger writer carries out (through the write-ahead journal)."""
 
-Effect = HangupChannel | LedgerEffect | RaiseAlert | ClearAlert
+Effect = HangupChannel | LedgerEffect | RaiseAlert | ClearAlert | NotifyEmergency
 """Everything the core may ask for."""

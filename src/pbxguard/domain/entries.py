@@ -59,6 +59,7 @@ class OffenceEntry:
         charge_multiple: what each yuan of a charge learnt later adds to the fine (PR-1: 20).
         head_share: the department head's joint share of the fine (000 L863: 0.20).
         site: the site (PBX) it happened at.
+        units: how many of what the rule counts were priced (QU-1: missing calls).
     """
 
     id: int
@@ -87,6 +88,7 @@ class OffenceEntry:
     charge_multiple: Decimal = ZERO
     head_share: Decimal = ZERO
     site: str = ""
+    units: int = 0
 
     @property
     def final_outcome(self) -> Outcome:

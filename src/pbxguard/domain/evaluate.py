@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pbxguard.domain.approvals import Approval, find_covering_approval
+from pbxguard.domain.dnd import DND_RULE, DoNotDisturb, listed
 from pbxguard.domain.numbers import LONG_DISTANCE_CLASSES, Classification, NumberClass
 from pbxguard.domain.policy import Line, LineUse, Person, Policy, Role, Rule
 
@@ -119,6 +120,7 @@ def evaluate(
     now: datetime,
     approvals: Iterable[Approval] = (),
     allow_pin: bool = False,
+    dnd: DoNotDisturb | None = None,
 ) -> Decision:
     """Decide whether ``call`` may go ahead under ``policy`` at ``now``.
 
@@ -129,6 +131,8 @@ def evaluate(
         approvals: approvals currently on record (expired ones are ignored here).
         allow_pin: whether the caller can be asked for an authorization code (FastAGI can,
             the AMI safety net cannot).
+        dnd: the site's do-not-disturb list (canonical numbers), checked for promotion lines
+            (DND-1); None when the site has none.
 
     Returns:
         The decision; never raises for any input.
@@ -198,6 +202,17 @@ def evaluate(
             Verdict.DENY,
             policy.rules.get("OT-4"),
             (f"{line.name}只能接听，不能拨打", f"{line.name} is receive-only"),
+        )
+    if line is not None and line.promotion and listed(classification, policy.plan, dnd):
+        # DND-1 (004 line 12): no approval or code unlocks a listed number for promotion.
+        return decide(
+            Verdict.DENY,
+            policy.rules.get(DND_RULE),
+            (
+                f"{classification.number}在免打扰名单中，{line.name}为推销线路，不得拨打",
+                f"{classification.number} is on the do-not-disturb list and {line.name} is a "
+                "promotion line",
+            ),
         )
     if _permitted(number_class, role, line):
         return decide(Verdict.ALLOW, None, (f"允许拨打{label_zh}", f"{label_en} allowed"))

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from pbxguard.domain.approvals import Approval
+from pbxguard.domain.dnd import DoNotDisturb
 from pbxguard.domain.evaluate import CallAttempt, Decision, evaluate
 from pbxguard.domain.policy import Policy
 
@@ -31,12 +32,13 @@ def judge(
     now: datetime,
     approvals: Iterable[Approval] = (),
     allow_pin: bool = False,
+    dnd: DoNotDisturb | None = None,
 ) -> Decision:
     """Decide ``attempt`` under ``policy`` at ``now``, the rota answering for shared lines.
 
     ``allow_pin`` asks for an authorization code where the policy allows one (the dialplan can
-    read one; the AMI safety net cannot).
+    read one; the AMI safety net cannot). ``dnd`` is the site's do-not-disturb list (DND-1).
     """
     if attempt.on_duty is None:
         attempt = replace(attempt, on_duty=on_duty_for(policy, attempt.extension, now))
-    return evaluate(attempt, policy, now=now, approvals=approvals, allow_pin=allow_pin)
+    return evaluate(attempt, policy, now=now, approvals=approvals, allow_pin=allow_pin, dnd=dnd)

@@ -77,14 +77,16 @@ def window_bounds(window: CountWindow, at: datetime) -> tuple[datetime | None, d
 class Step:
     """One rung of a penalty: a flat amount, a multiple of the charge, and sanctions.
 
-    The fine is ``charge_multiple * charge + flat``; PR-1 is ``20 x charge + 50``, PR-2 is
-    ``1 x charge + 50``, LD-2 is a flat amount that depends on the number class.
+    The fine is ``charge_multiple * charge + flat + per_unit * units``; PR-1 is
+    ``20 x charge + 50``, PR-2 is ``1 x charge + 50``, LD-2 is a flat amount that depends on the
+    number class, QU-1 is 5 yuan for each missing call (the offence's ``units``).
     """
 
     flat: Decimal = ZERO
     charge_multiple: Decimal = ZERO
     sanctions: tuple[Sanction, ...] = ()
     per_class: Mapping[str, Decimal] = field(default_factory=dict)
+    per_unit: Decimal = ZERO
 
     @property
     def needs_charge(self) -> bool:
@@ -152,6 +154,7 @@ def assess(
     prior_offences: int,
     charge: Decimal = ZERO,
     number_class: str = "",
+    units: int = 0,
 ) -> Fine:
     """Work out the fine for one offence.
 
@@ -161,6 +164,8 @@ def assess(
             not counting this one.
         charge: the call's charge in yuan (0 when the call never connected).
         number_class: the dialled number's class, for amounts that depend on it (LD-2).
+        units: how many of what the rule counts (QU-1: missing calls), each priced at the
+            step's ``per_unit``.
 
     Returns:
         The fine; the amount is never negative.
@@ -169,7 +174,7 @@ def assess(
     step_index = min(max(prior_offences, 0), len(spec.steps) - 1)
     step = spec.steps[step_index]
     flat = step.per_class.get(number_class, step.flat)
-    amount = yuan(step.charge_multiple * charge + flat)
+    amount = yuan(step.charge_multiple * charge + flat + step.per_unit * max(units, 0))
     sanctions = list(step.sanctions)
     repeat = False
     if spec.repeat_offender is not None and prior_offences + 1 >= spec.repeat_offender.threshold:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
-from pbxguard.domain.calendars import Schedule
+from pbxguard.domain.calendars import HolidayTable, Schedule
 from pbxguard.domain.numbers import NumberClass, NumberClassifier, NumberingPlan
 from pbxguard.domain.penalties import PenaltySpec
 from pbxguard.domain.rota import Rota
@@ -85,6 +85,8 @@ class Line:
         reject_rule: the rule broken by rejecting an internal call on this phone (DT-2).
         business_numbers: number prefixes that are business destinations (DT-3 dispatch phones).
         operating: the schedule (by name) of operating hours, for DT-3.
+        promotion: the line makes promotional calls (telesales): it may not call numbers on the
+            site's do-not-disturb list (DND-1).
     """
 
     extension: str
@@ -101,6 +103,32 @@ class Line:
     reject_rule: str = ""
     business_numbers: tuple[str, ...] = ()
     operating: str = ""
+    promotion: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Telesales:
+    """The telesales call quota (QU-1, 001 L519-527): effective calls a day per person.
+
+    Attributes:
+        people: the person ids the quota applies to.
+        daily: effective calls required a day (120).
+        first_half: effective calls required a day in the first half of the month (80).
+        first_half_last_day: the last day of the month's first half (15).
+        min_talk: an effective call is answered and talks at least this long.
+        starts: the first day the quota is counted (days before it are never assessed).
+        workdays: the holiday table whose working days count; None when every day counts.
+        rule_id: the rule a missing call breaks (its penalty prices each missing call).
+    """
+
+    people: tuple[str, ...]
+    starts: date
+    daily: int = 120
+    first_half: int = 80
+    first_half_last_day: int = 15
+    min_talk: timedelta = timedelta(seconds=30)
+    workdays: HolidayTable | None = None
+    rule_id: str = "QU-1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +190,9 @@ class Policy:
         register_fill_hours: hours after a long-distance call within which its register entry
             must be filled in (LD-4); an entry still empty after that is an LD-7 offence.
         code_limits: authorization codes: length, and the lockout after wrong codes.
+        locations: where each phone is (the room, the desk), by extension, for the security
+            desk's emergency notification.
+        telesales: the telesales call quota (QU-1), when the site has one.
     """
 
     site: str
@@ -182,6 +213,8 @@ class Policy:
     rota: Rota | None = None
     register_fill_hours: int = 72
     code_limits: CodeLimits = field(default_factory=CodeLimits)
+    locations: Mapping[str, str] = field(default_factory=dict)
+    telesales: Telesales | None = None
     _by_extension: Mapping[str, Person] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -195,6 +228,10 @@ class Policy:
     def line(self, extension: str) -> Line | None:
         """Return the line settings of ``extension``, if it has any."""
         return self.lines.get(extension)
+
+    def location_of(self, extension: str) -> str:
+        """Return where the phone ``extension`` is, or "" when the policy does not say."""
+        return self.locations.get(extension, "")
 
     def role_of(self, person: Person | None) -> Role:
         """Return ``person``'s role, or the default role for an unknown caller."""

@@ -104,6 +104,8 @@ class OffenceDraft:
         detail_zh: what happened, in Chinese.
         detail_en: what happened, in English.
         policy_version: the policy digest (with the tariff version) used.
+        units: how many of what the rule counts (QU-1: missing calls); the penalty's
+            ``per_unit`` prices each.
     """
 
     key: str
@@ -122,6 +124,7 @@ class OffenceDraft:
     detail_zh: str = ""
     detail_en: str = ""
     policy_version: str = ""
+    units: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@
 Start: the FastAGI port is bound *before* the task group starts, so a busy port is one clear
 error, not a traceback of a group; the ledger writer thread starts; the hash chain's newest rows
 are verified (in a worker thread) and a break raises an alert; then the AMI client, the timers,
-the MQTT link, the approvals refresh, the policy watch and the register watch run as tasks.
+the MQTT link, the approvals refresh, the policy watch, the register watch, the telesales
+quota watch, the do-not-disturb list watch and the security desk's webhook and e-mail channels
+run as tasks.
 
 Stop (SIGTERM, SIGINT): the FastAGI server closes, the AMI client logs off, the outages under
 way are recorded, the hangups in flight get their replies, then the writer drains the journal
@@ -78,6 +80,7 @@ class Daemon:
                 port=settings.port,
                 trusted_proxies=settings.trusted_proxies,
             )
+        self.dnd_reloads = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every part until ``stop`` is set, then shut down cleanly.
@@ -109,7 +112,13 @@ class Daemon:
                     group.create_task(self._policy_watch(), name="policy-watch"),
                     group.create_task(parts.register_watch.run(), name="register-watch"),
                     group.create_task(self._verify_tail(), name="verify-ledger"),
+                    group.create_task(parts.quota_watch.run(), name="quota-watch"),
+                    group.create_task(self._dnd_watch(), name="dnd-watch"),
                 ]
+                workers.extend(
+                    group.create_task(desk.run(), name=f"emergency-{desk.kind}")
+                    for desk in parts.emergency_desks
+                )
                 if parts.link is not None:
                     workers.append(group.create_task(parts.link.run(), name="mqtt"))
                 if parts.agi is not None:
@@ -144,6 +153,9 @@ class Daemon:
             self._systemd.close()
             parts.journal.close()
             parts.database.close()
+            if parts.dnd is not None:
+                parts.dnd.close()
+                parts.dnd = None
             log.info(
                 "pbxguard stopped",
                 ledger_drained=drained,
@@ -225,6 +237,32 @@ class Daemon:
             self.parts.loaded = loaded
             self.parts.guard.set_policy(loaded.policy, loaded.channels)
             log.info("policy reloaded", version=loaded.policy.version)
+
+    async def _dnd_watch(self) -> None:
+        """Map a newly imported do-not-disturb list as soon as it is put in force."""
+        parts = self.parts
+        store = parts.dnd_store
+        while True:
+            await asyncio.sleep(parts.settings.dnd.check_interval)
+            stamp = store.stamp()
+            if stamp == parts.dnd_stamp:
+                continue
+            parts.dnd_stamp = stamp
+            try:
+                numbers = await asyncio.to_thread(store.open_current)
+            except PbxGuardError as exc:
+                log.error("do-not-disturb list not reloaded; the old one stays", error=str(exc))
+                continue
+            old, parts.dnd = parts.dnd, numbers
+            parts.guard.set_do_not_disturb(numbers)
+            if old is not None:
+                old.close()  # lookups are synchronous on this loop: none is using it now
+            log.info(
+                "do-not-disturb list reloaded",
+                list=numbers.info.name if numbers else None,
+                numbers=len(numbers) if numbers else 0,
+            )
+            self.dnd_reloads += 1
 
     async def _verify_tail(self) -> None:
         """Check the newest rows of every hash chain; alert on a break."""

@@ -124,6 +124,7 @@ def offence_entry(row: Any, found: Sequence[Adjustment] = ()) -> OffenceEntry:
         charge_multiple=row.charge_multiple,
         head_share=row.head_share,
         site=row.site,
+        units=row.units,
     )
 
 
@@ -236,7 +237,11 @@ def _priced_row(
         times = priors.setdefault(key, [])
         prior = sum(1 for t in times if t <= draft.at and (start is None or t >= start))
         fine = assess(
-            penalty, prior_offences=prior, charge=draft.charge, number_class=draft.number_class
+            penalty,
+            prior_offences=prior,
+            charge=draft.charge,
+            number_class=draft.number_class,
+            units=draft.units,
         )
         times.append(draft.at)
         step = penalty.steps[min(prior, len(penalty.steps) - 1)]
@@ -273,6 +278,7 @@ def _priced_row(
         "at": draft.at,
         "charge_multiple": yuan(multiple),
         "head_share": yuan(head_share),
+        "units": draft.units,
     }
 
 

@@ -147,6 +147,8 @@ decisions = Table(
     _s("policy_version"),
     *_chained(),
     UniqueConstraint("key", name="uq_decisions_key"),
+    # A month's pre-dial verdicts of one site, in time order (`pbxguard replay`; 0004_ops).
+    Index("ix_decisions_site_layer_at", "site", "layer", "at"),
 )
 
 offences = Table(
@@ -185,6 +187,8 @@ offences = Table(
     # of it: kept with the offence so the fine is reproducible from the ledger alone.
     Column("charge_multiple", Money(), nullable=False, server_default="0"),
     Column("head_share", Money(), nullable=False, server_default="0"),
+    # How many of what the rule counts were priced (QU-1: missing calls; migration 0004_ops).
+    Column("units", Integer(), nullable=False, server_default="0"),
     UniqueConstraint("key", name="uq_offences_key"),
     Index("ix_offences_person_ladder_at", "person_id", "ladder", "at"),
     Index("ix_offences_site_at", "site", "at"),

@@ -55,6 +55,18 @@ def _dispatch(args: object) -> int:
         from pbxguard.entrypoints.cli.console import cmd_console, cmd_user  # noqa: PLC0415
 
         return (cmd_console if command == "console" else cmd_user)(args)  # type: ignore[arg-type]
+    if command == "dnd":
+        from pbxguard.entrypoints.cli.dnd import cmd_dnd  # noqa: PLC0415
+
+        return cmd_dnd(args)  # type: ignore[arg-type]
+    if command == "quota":
+        from pbxguard.entrypoints.cli.quota import cmd_quota  # noqa: PLC0415
+
+        return cmd_quota(args)  # type: ignore[arg-type]
+    if command == "replay":
+        from pbxguard.entrypoints.cli.replay import cmd_replay  # noqa: PLC0415
+
+        return cmd_replay(args)  # type: ignore[arg-type]
     if command == "run":
         from pbxguard.entrypoints.cli.run import cmd_run  # noqa: PLC0415
 

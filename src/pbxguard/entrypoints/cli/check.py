@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from pbxguard.adapters.dnd_file import DndStore, NumberFile
 from pbxguard.adapters.ledger import ApprovalBook
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.app.checks import check_call
@@ -21,19 +22,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Print the verdict the guard gives one call; exit 0 when it may go ahead, 1 when not.
 
     The same check as the running guard's pre-dial layer, with the same inputs: the policy,
-    its rota, and the approvals on record in the ledger (read-only) when ``--config`` names one.
+    its rota, and the approvals on record in the ledger (read-only) and the do-not-disturb list
+    in force when ``--config`` names them.
     """
     context = CliContext(args.config, policy_file=args.policy)
     policy = context.policy
     at = context.parse_time(args.at, "--at") if args.at else context.now()
     approvals = []
+    dnd: NumberFile | None = None
     if args.config:
         with context.reading() as database:
             if database is not None:
                 approvals = ApprovalBook(database).active(at, site=policy.site)
-    decision = check_call(
-        CallAttempt(args.extension, args.number), policy=policy, approvals=approvals, now=at
-    )
+        dnd = DndStore(context.settings.dnd_path).open_current()
+    try:
+        decision = check_call(
+            CallAttempt(args.extension, args.number),
+            policy=policy,
+            approvals=approvals,
+            now=at,
+            dnd=dnd,
+        )
+    finally:
+        if dnd is not None:
+            dnd.close()
     if args.json:
         data = decision_as_dict(decision, policy)
         data["at"] = at.isoformat()

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_register(sub)
     _add_rota(sub)
     _add_console(sub)
+    _add_dnd(sub)
+    _add_quota(sub)
+    _add_replay(sub)
 
     policy = sub.add_parser("policy", help="policy files")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
@@ -253,3 +256,60 @@ def _add_console(sub: Any) -> None:
     role.add_argument("--person", help="the policy's person id")
     for parser in (add, listing, passwd, disable, enable, role):
         parser.add_argument("--config", help="settings file naming the ledger and the policy")
+
+
+def _add_dnd(sub: Any) -> None:
+    dnd = sub.add_parser(
+        "dnd",
+        help="the do-not-disturb list promotion lines may not call (DND-1)",
+        description="Import the site's do-not-disturb list (免打扰名单), see the one in force, "
+        "look a number up. A running pbxguard takes a new list up within seconds.",
+    )
+    actions = dnd.add_subparsers(dest="dnd_command", required=True, metavar="ACTION")
+    imported = actions.add_parser(
+        "import",
+        help="build a new list from a text file and put it in force",
+        description="One number a line (a CSV's first column; # starts a comment), in any "
+        "form the site dials or writes it: 13800138000, +86 138 0013 8000, 021-6234 5678.",
+    )
+    imported.add_argument("file", metavar="FILE")
+    imported.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="import the valid lines even when some hold no number (they are listed)",
+    )
+    status = actions.add_parser("status", help="show the list in force")
+    lookup = actions.add_parser(
+        "lookup", help="tell whether a number is on the list (exit 0 yes, 1 no)"
+    )
+    lookup.add_argument("number", metavar="NUMBER")
+    for parser in (imported, status, lookup):
+        parser.add_argument("--config", help="settings file (the lists live in the state dir)")
+
+
+def _add_quota(sub: Any) -> None:
+    quota = sub.add_parser(
+        "quota",
+        help="the telesales quota of a day (QU-1): effective calls and fines",
+        description="Effective calls of every telesales person on one day, what the quota "
+        "asked for, and the fine the ledger holds for it (the daemon records it after the "
+        "day). Opens the ledger read-only.",
+    )
+    quota.add_argument("--day", required=True, metavar="YYYY-MM-DD", help="the day, site time")
+    quota.add_argument("--config", help="settings file naming the ledger and the policy")
+    quota.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+
+def _add_replay(sub: Any) -> None:
+    replay = sub.add_parser(
+        "replay",
+        help="what if: judge a month's recorded calls under a candidate policy",
+        description="Judge every call the ledger recorded in a month again, under a "
+        "candidate policy, and report the calls that would now be refused or allowed and the "
+        "fines that would change, by rule and department. Reads the ledger, never writes it.",
+    )
+    replay.add_argument("--policy", required=True, metavar="FILE", help="the candidate policy")
+    replay.add_argument("--month", required=True, metavar="YYYY-MM", help="site time")
+    replay.add_argument("--config", help="settings file naming the ledger (and today's policy)")
+    replay.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    replay.add_argument("--output", metavar="FILE", help="write to FILE instead of the screen")

@@ -118,7 +118,10 @@ def _chain_existing_rows(dialect: str, site: str) -> None:
     bind = op.get_bind()
     for name in OLD_TABLES:
         table = metadata.tables[name]
-        rows = [dict(r) for r in bind.execute(sa.select(table).order_by(table.c.id)).mappings()]
+        # Only the columns this revision knows: later migrations add columns to the models.
+        columns = [table.c.id, *(table.c[column] for column in chain.CHAINED[name])]
+        query = sa.select(*columns).order_by(table.c.id)
+        rows = [dict(r) for r in bind.execute(query).mappings()]
         if not rows:
             continue
         _lift_append_only(dialect, name)

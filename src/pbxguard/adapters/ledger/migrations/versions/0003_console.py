@@ -13,7 +13,7 @@ like those of ``pbxguard ledger adjust``. Every new table is append-only and has
 
 Revision ID: 0003_console
 Revises: 0002
-Create Date: 2026-12-05 00:00:00
+Create Date: 2026-12-04 00:00:00
 """
 
 from __future__ import annotations
