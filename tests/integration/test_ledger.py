@@ -25,6 +25,7 @@ from pbxguard.adapters.ledger import (
     CallLog,
     CodeBook,
     LedgerDatabase,
+    LockBook,
     OffenceBook,
     RegisterBook,
 )
@@ -45,6 +46,8 @@ from pbxguard.domain.records import (
     DecisionRecord,
     Ending,
     Layer,
+    Lock,
+    LockScope,
     OffenceDraft,
     OffenceOutcome,
     Outcome,
@@ -262,7 +265,7 @@ def test_migration_creates_exactly_the_tables_the_models_describe(
         engine.dispose()
     assert diff == []
     version = raw_sql(ledger_url, "SELECT version_num FROM alembic_version")
-    assert version == [("0002",)]
+    assert version == [("0003_controls",)]
 
 
 # -- idempotency ----------------------------------------------------------------------------
@@ -432,6 +435,20 @@ def _fill_every_table(ledger: Ledger) -> None:
         "p-zhang", "48151623", one_time=True, expires_at=None, by="admin", at=local(2026, 1, 1)
     )
     ledger.codes.check("48151623", local(2026, 1, 2))
+    LockBook(ledger.db).record(
+        Lock(
+            "site:lock:2001",
+            LockScope.EXTENSION,
+            "2001",
+            "p-zhang",
+            frozenset({NumberClass.INTERNATIONAL}),
+            "VL-1",
+            local(2026, 1, 2),
+            local(2026, 1, 2, 13),
+            "锁定",
+            "locked",
+        )
+    )
 
 
 def test_update_and_delete_are_refused_on_every_table(

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from pbxguard.domain.approvals import Approval
 from pbxguard.domain.evaluate import CallAttempt, Decision
-from pbxguard.domain.judging import judge
+from pbxguard.domain.judging import CallGate, judge
 from pbxguard.domain.policy import Policy
 
 
@@ -22,6 +22,11 @@ def check_call(
     policy: Policy,
     approvals: Iterable[Approval],
     now: datetime,
+    controls: CallGate | None = None,
 ) -> Decision:
-    """Return the verdict the pre-dial layer gives ``attempt`` (``pin`` included)."""
-    return judge(attempt, policy, now=now, approvals=approvals, allow_pin=True)
+    """Return the verdict the pre-dial layer gives ``attempt`` (``pin`` included).
+
+    The daemon passes its ``controls`` (velocity locks, budgets); the command line has none
+    and gives the policy's verdict.
+    """
+    return judge(attempt, policy, now=now, approvals=approvals, allow_pin=True, controls=controls)

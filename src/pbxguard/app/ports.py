@@ -49,6 +49,19 @@ class PbxControl(Protocol):
         """
 
 
+class CallerWarning(Protocol):
+    """Warns a caller, on their own channel only, that the call is about to be cut."""
+
+    async def warn(self, channel: str) -> None:
+        """Play the warning on exactly ``channel`` (the far end does not hear it).
+
+        Raises:
+            AmiConnectionError: not connected, or the connection was lost before the reply.
+            AmiActionError: Asterisk refused (e.g. the channel is gone).
+            AmiActionTimeout: no reply in time.
+        """
+
+
 class FactSink(Protocol):
     """The write-ahead journal in front of the ledger."""
 

@@ -75,6 +75,10 @@ CHAINED: Mapping[str, tuple[str, ...]] = {
         "site", "key", "at", "ending", "answered_at", "ended_at", "talk_ms", "charge",
         "answer_estimated", "cause",
     ),
+    "locks": (
+        "site", "lock_id", "kind", "scope", "extension", "person_id", "classes", "rule_id",
+        "at", "until", "actor", "reason_zh", "reason_en",
+    ),
 }  # fmt: skip
 
 
