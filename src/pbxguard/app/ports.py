@@ -24,6 +24,7 @@ from pbxguard.domain.entries import (
     OffenceFilter,
     RegisterEntry,
 )
+from pbxguard.domain.locks import LockEntry
 from pbxguard.domain.policy import Policy
 from pbxguard.domain.records import CallRef, CallSummary, CodeFailure, DecisionRecord, LedgerFact
 from pbxguard.domain.rota import Rota
@@ -223,6 +224,19 @@ class CallLogPort(Protocol):
         site: str | None = None,
     ) -> Iterator[CallSummary]:
         """Yield stored calls, oldest first, in bounded memory."""
+
+
+class LockBookPort(Protocol):
+    """Velocity locks as the ledger keeps them."""
+
+    def entries(self, *, site: str | None = None, since: datetime | None = None) -> list[LockEntry]:
+        """Return locks (of ``site``, still running at ``since``) with their lifts."""
+
+    def get(self, lock_ref: str) -> LockEntry | None:
+        """Return one lock by its id or its 编号, if the ledger has it."""
+
+    def lift(self, lock_ref: str, *, by: str, at: datetime, reason: str) -> LockEntry:
+        """End a lock (named by its id or its 编号) early; return it as it now stands."""
 
 
 class RotaStore(Protocol):

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from pbxguard.domain.effects import AlertKind, ClearAlert, Effect, RaiseAlert
 from pbxguard.domain.numbers import NumberClass
 from pbxguard.domain.policy import Policy, SimultaneousRule, VelocityRule
-from pbxguard.domain.records import Lock, LockScope
+from pbxguard.domain.records import Lock, LockLift, LockScope
 from pbxguard.domain.restrictions import Restriction, class_words
 
 #: Calls remembered as counted, so a call judged by both layers counts once.
@@ -90,6 +91,23 @@ def lock_cleared(lock: Lock, at: datetime) -> ClearAlert:
         since=lock.at,
         at=at,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LockEntry:
+    """A lock as the ledger has it, with its lift if an administrator lifted it.
+
+    ``number`` is its 编号 in listings (the ledger row's id), shorter to type than its id.
+    """
+
+    lock: Lock
+    site: str
+    lift: LockLift | None = None
+    number: int = 0
+
+    def in_force(self, now: datetime) -> bool:
+        """Tell whether the lock still stops calls at ``now``."""
+        return self.lift is None and self.lock.at <= now < self.lock.until
 
 
 class LockBook:

@@ -8,7 +8,6 @@ unique ``(lock_id, kind)``), however often the journal offers it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ from sqlalchemy import select
 
 from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession
 from pbxguard.adapters.ledger.schema import locks
+from pbxguard.domain.locks import LockEntry
 from pbxguard.domain.numbers import NumberClass
 from pbxguard.domain.records import Lock, LockLift, LockScope
 from pbxguard.errors import LedgerError, NotFound, RequestError
@@ -80,19 +80,6 @@ def _lock(row: Any) -> Lock:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class LockEntry:
-    """A lock as the ledger has it, with its lift if it was lifted."""
-
-    lock: Lock
-    site: str
-    lift: LockLift | None = None
-
-    def in_force(self, now: datetime) -> bool:
-        """Tell whether the lock still stops calls at ``now``."""
-        return self.lift is None and self.lock.at <= now < self.lock.until
-
-
 class LockBook:
     """The locks of the ledger."""
 
@@ -115,7 +102,7 @@ class LockBook:
         with self._db.read() as session:
             rows = list(session.execute(query))
             lifts = self._lifts(session, [row.lock_id for row in rows])
-        return [LockEntry(_lock(row), row.site, lifts.get(row.lock_id)) for row in rows]
+        return [LockEntry(_lock(row), row.site, lifts.get(row.lock_id), row.id) for row in rows]
 
     def active(self, now: datetime, *, site: str | None = None) -> list[Lock]:
         """Return the locks in force at ``now`` (at ``site``)."""
@@ -129,37 +116,42 @@ class LockBook:
         with self._db.read() as session:
             return frozenset(self._lifts(session, ids))
 
-    def get(self, lock_id: str) -> LockEntry | None:
-        """Return one lock, if the ledger has it."""
-        c = locks.c
+    def get(self, lock_ref: str) -> LockEntry | None:
+        """Return one lock by its id or its 编号, if the ledger has it."""
         with self._db.read() as session:
-            row = session.execute(select(locks).where(c.lock_id == lock_id, c.kind == LOCK)).first()
+            row = self._row(session, lock_ref)
             if row is None:
                 return None
-            lift = self._lifts(session, [lock_id]).get(lock_id)
-        return LockEntry(_lock(row), row.site, lift)
+            lift = self._lifts(session, [row.lock_id]).get(row.lock_id)
+        return LockEntry(_lock(row), row.site, lift, row.id)
 
-    def lift(self, lock_id: str, *, by: str, at: datetime, reason: str) -> LockEntry:
-        """End a lock early; return it as it now stands.
+    @staticmethod
+    def _row(session: LedgerSession, lock_ref: str) -> Any:
+        c = locks.c
+        which = c.id == int(lock_ref) if lock_ref.isdigit() else c.lock_id == lock_ref
+        return session.execute(select(locks).where(which, c.kind == LOCK)).first()
+
+    def lift(self, lock_ref: str, *, by: str, at: datetime, reason: str) -> LockEntry:
+        """End a lock (named by its id or its 编号) early; return it as it now stands.
 
         Raises:
             NotFound: no such lock.
             RequestError: it was already lifted, or has ended by itself.
         """
         _aware(at, "lift time")
-        c = locks.c
         with self._db.write() as session:
-            row = session.execute(select(locks).where(c.lock_id == lock_id, c.kind == LOCK)).first()
+            row = self._row(session, lock_ref)
             if row is None:
                 raise NotFound(
-                    f"没有该锁定 — no lock {lock_id!r} in the ledger; "
+                    f"没有该锁定 — no lock {lock_ref!r} in the ledger; "
                     "`pbxguard lock list --all` lists them"
                 )
             lock = _lock(row)
+            lock_id = lock.id
             if lock_id in self._lifts(session, [lock_id]):
-                raise RequestError(f"{lock_id} 已解除 — the lock was already lifted")
+                raise RequestError(f"锁定 {lock_ref} 已解除 — lock {lock_ref} was already lifted")
             if lock.until <= at:
-                raise RequestError(f"{lock_id} 已到期 — the lock has already ended by itself")
+                raise RequestError(f"锁定 {lock_ref} 已到期 — lock {lock_ref} has already ended")
             session.append(
                 "locks",
                 [
@@ -180,7 +172,7 @@ class LockBook:
                     }
                 ],
             )
-        return LockEntry(lock, row.site, LockLift(lock_id, at, by, reason))
+        return LockEntry(lock, row.site, LockLift(lock_id, at, by, reason), row.id)
 
     @staticmethod
     def _lifts(session: LedgerSession, ids: Sequence[str]) -> dict[str, LockLift]:
