@@ -233,6 +233,9 @@ class ScheduleModel(_Model):
     hours: list[Annotated[str, Field(pattern=_HOURS)]] = []
     weekdays: list[Annotated[int, Field(ge=1, le=7)]] = [1, 2, 3, 4, 5]
     special_periods_24h: bool = False
+    # How reasons name the schedule ("outside working hours"); by default from its kind.
+    name_zh: str = ""
+    name_en: str = ""
 
 
 class WeeklyShiftModel(_Model):
@@ -940,6 +943,24 @@ def _unique_names(
         seen.add(item.name)
 
 
+_KIND_NAMES = {
+    "working_hours": ("工作时间", "working hours"),
+    "operating_hours": ("营运时间", "operating hours"),
+}
+
+
+def _schedule_names(model: PolicyModel, name: str) -> tuple[str, str]:
+    """Return how reasons name a schedule: its own names, else by its kind and hours."""
+    schedule = model.schedules.get(name)
+    if schedule is None:  # "always" is built in
+        return "全天", "the whole day"
+    zh, en = _KIND_NAMES.get(schedule.kind, ("", ""))
+    if not zh and schedule.hours:
+        window = ", ".join(schedule.hours)
+        zh, en = f"规定时段（{window}）", f"the hours {window}"
+    return schedule.name_zh or zh or name, schedule.name_en or en or name
+
+
 def _controls(
     model: PolicyModel,
     sources: Sequence[_Source],
@@ -959,13 +980,14 @@ def _controls(
             (*loc, "schedule"),
             f"hours[{index}].schedule: no schedule named {hm.schedule!r}",
         )
+        named_zh, named_en = _schedule_names(model, hm.schedule)
         hours.append(
             HoursRule(
                 schedule=hm.schedule,
                 classes=_classes(hm.classes, sources, (*loc, "classes"), "restricted by hours"),
                 audience=_audience(hm, sources, loc, roles=roles, people=people),
-                label_zh=hm.label_zh,
-                label_en=hm.label_en,
+                label_zh=hm.label_zh or named_zh,
+                label_en=hm.label_en or named_en,
                 rule_id=_rule_named(hm.rule, sources, (*loc, "rule"), rules),
             )
         )

@@ -33,12 +33,6 @@ _CLASS_WORDS: dict[NumberClass, tuple[str, str]] = {
     NumberClass.SERVICE: ("服务号码", "service numbers"),
     NumberClass.INTERNAL: ("内部分机", "internal calls"),
 }
-#: Names of the bundled schedules, for reasons ("outside working hours").
-SCHEDULE_LABELS: dict[str, tuple[str, str]] = {
-    "working_hours": ("工作时间", "working hours"),
-    "operating_hours": ("营运时间", "operating hours"),
-    "standby_daily": ("待机时段", "standby hours"),
-}
 
 
 def class_words(number_class: NumberClass) -> tuple[str, str]:
@@ -95,12 +89,11 @@ def restriction(
         schedule = policy.schedules.get(rule.schedule)
         if schedule is None or schedule.is_active(now):
             continue
-        zh, en = SCHEDULE_LABELS.get(rule.schedule, (rule.schedule, rule.schedule))
         what_zh, what_en = class_words(number_class)
         return Restriction(
             rule.rule_id,
-            f"{rule.label_zh or zh}以外不得拨打{what_zh}",
-            f"{what_en} are not allowed outside {rule.label_en or en}",
+            f"{rule.label_zh or rule.schedule}以外不得拨打{what_zh}",
+            f"{what_en} are not allowed outside {rule.label_en or rule.schedule}",
         )
     if number_class is not NumberClass.INTERNATIONAL or not policy.country_lists:
         return None
