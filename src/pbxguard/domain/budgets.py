@@ -42,6 +42,7 @@ from pbxguard.domain.periods import month_of as _month_of
 from pbxguard.domain.policy import CHARGED_CLASSES, Budget, BudgetScope, BudgetUnit, Policy
 from pbxguard.domain.records import CallSummary
 from pbxguard.domain.restrictions import Restriction, class_words
+from pbxguard.domain.tariff import Rate
 
 #: A live call's charge rises right after its increment ends: look a millisecond later.
 _AFTER = timedelta(milliseconds=1)
@@ -137,6 +138,52 @@ class Overrun:
 
 
 @dataclass(slots=True)
+class _Live:
+    """An answered leg with what the budgets need of it, worked out once."""
+
+    leg: Leg
+    month: str
+    rate: Rate | None
+    buckets: list[_Bucket] = field(default_factory=list)
+
+    def cost(self, now: datetime) -> Totals:
+        answered = self.leg.answered_at
+        if answered is None:
+            return Totals()
+        talk = max(now - answered, timedelta(0))
+        return Totals(self.rate.charge(talk) if self.rate is not None else ZERO, talk)
+
+
+def _crossing(
+    budget: Budget, legs: Sequence[_Live], remaining: Decimal, now: datetime
+) -> datetime | None:
+    """Return the earliest moment the legs could use up ``remaining`` (a safe time to look)."""
+    if remaining <= 0:
+        return now
+    if budget.unit is BudgetUnit.MINUTES:
+        seconds = float(remaining * _SIXTY) / len(legs)
+        return now + timedelta(seconds=seconds)
+    steps = ZERO
+    per_second = Decimal(0)
+    jumps: list[datetime] = []
+    for live in legs:
+        rate, answered = live.rate, live.leg.answered_at
+        if rate is None or rate.per_minute <= 0 or answered is None:
+            continue
+        increment = timedelta(seconds=rate.increment_seconds)
+        steps += rate.per_minute * rate.increment_seconds / _SIXTY
+        per_second += rate.per_minute / _SIXTY
+        blocks = -(-(now - answered) // increment)
+        jumps.append(answered + blocks * increment + _AFTER)
+    if not jumps:
+        return None
+    if remaining > steps:
+        # Until then no call can have risen by more than one step plus its rate.
+        return now + timedelta(seconds=float((remaining - steps) / per_second))
+    return max(min(jumps), now + _AFTER)
+
+
+@dataclass(slots=True)
 class _Group:
     budget: Budget
     scope: str
@@ -177,6 +224,8 @@ class BudgetBook:
         self._buckets: dict[_Bucket, Totals] = {}
         self._alerted: set[tuple[str, str, str, str]] = set()
         self._month = ""
+        self._answered: dict[str, _Live] = {}
+        self._live_in: dict[_Bucket, dict[str, _Live]] = {}
 
     # -- spend -------------------------------------------------------------------------------
 
@@ -184,6 +233,12 @@ class BudgetBook:
         """Use a new policy's budgets: the buckets are folded again from the spend."""
         self.policy = policy
         self._fold()
+        for live in self._answered.values():
+            decision = live.leg.decision
+            live.rate = policy.tariff.rate_for(
+                decision.classification.number, decision.number_class.value
+            )
+        self._reindex()
 
     def load(self, lines: Iterable[SpendLine], *, at: datetime, foreign: bool = False) -> None:
         """Replace the spend of this site's calls that ended before this run started (or, with
@@ -273,74 +328,96 @@ class BudgetBook:
 
     # -- live calls ----------------------------------------------------------------------------
 
-    def _live(self, leg: Leg, now: datetime) -> Totals:
-        if leg.answered_at is None:
-            return Totals()
-        talk = max(now - leg.answered_at, timedelta(0))
+    def leg_answered(self, leg: Leg) -> None:
+        """Count an answered outbound leg while it talks, in the buckets it belongs to."""
         decision = leg.decision
-        charge = self.policy.tariff.charge(
-            decision.classification.number, decision.number_class.value, talk
+        if leg.answered_at is None or decision.number_class is NumberClass.EMERGENCY:
+            return
+        rate = self.policy.tariff.rate_for(
+            decision.classification.number, decision.number_class.value
         )
-        return Totals(charge, talk)
+        live = _Live(leg, month_of(leg.started_at, self.policy), rate)
+        self._unindex(leg.trunk)
+        self._answered[leg.trunk] = live
+        self._index(live)
 
-    def _counts_in(self, leg: Leg, group: _Group) -> bool:
-        decision = leg.decision
-        return (
-            decision.number_class in group.budget.classes
-            and month_of(leg.started_at, self.policy) == group.month
-            and scope_value(
-                group.budget,
+    def leg_ended(self, trunk: str) -> None:
+        """A leg stopped talking (its charge comes with its call's end)."""
+        self._unindex(trunk)
+        self._answered.pop(trunk, None)
+
+    def _index(self, live: _Live) -> None:
+        decision = live.leg.decision
+        for budget in self.policy.budgets:
+            if decision.number_class not in budget.classes:
+                continue
+            scope = scope_value(
+                budget,
                 person_id=decision.person_id,
                 department=decision.department,
                 extension=decision.extension,
             )
-            == group.scope
-        )
+            if scope is not None:
+                bucket = (budget.name, scope, live.month)
+                live.buckets.append(bucket)
+                self._live_in.setdefault(bucket, {})[live.leg.trunk] = live
 
-    def _groups(self, legs: Iterable[Leg]) -> list[_Group]:
-        groups: dict[_Bucket, _Group] = {}
-        for leg in legs:
-            decision = leg.decision
-            if leg.answered_at is None or decision.number_class is NumberClass.EMERGENCY:
-                continue
-            month = month_of(leg.started_at, self.policy)
-            for budget in self.policy.budgets:
-                if decision.number_class not in budget.classes:
-                    continue
-                scope = scope_value(
-                    budget,
-                    person_id=decision.person_id,
-                    department=decision.department,
-                    extension=decision.extension,
-                )
-                if scope is None:
-                    continue
-                group = groups.setdefault((budget.name, scope, month), _Group(budget, scope, month))
-                group.legs.append(leg)
-        return list(groups.values())
+    def _unindex(self, trunk: str) -> None:
+        live = self._answered.get(trunk)
+        if live is None:
+            return
+        for bucket in live.buckets:
+            legs = self._live_in.get(bucket)
+            if legs is not None:
+                legs.pop(trunk, None)
+                if not legs:
+                    del self._live_in[bucket]
+        live.buckets.clear()
 
-    def _in_use(self, group: _Group, now: datetime) -> Decimal:
+    def _reindex(self) -> None:
+        self._live_in = {}
+        for live in self._answered.values():
+            live.buckets.clear()
+            self._index(live)
+
+    def _in_use(
+        self, group: _Group, now: datetime, costs: dict[str, Totals] | None = None
+    ) -> Decimal:
         totals = self.spent(group.budget, group.scope, group.month)
-        for leg in group.legs:
-            live = self._live(leg, now)
-            totals = totals.plus(live.charge, live.talk)
+        for trunk, live in self._live_in.get(
+            (group.budget.name, group.scope, group.month), {}
+        ).items():
+            cost = costs[trunk] if costs is not None else live.cost(now)
+            totals = totals.plus(cost.charge, cost.talk)
         return used(group.budget, totals)
+
+    def _costs(self, now: datetime) -> dict[str, Totals]:
+        """What every answered leg has cost so far (once each, however many budgets count it)."""
+        return {trunk: live.cost(now) for trunk, live in self._answered.items()}
+
+    def _live_groups(self) -> list[_Group]:
+        budgets = {budget.name: budget for budget in self.policy.budgets}
+        groups = []
+        for (name, scope, month), legs in self._live_in.items():
+            budget = budgets.get(name)
+            if budget is not None:
+                groups.append(_Group(budget, scope, month, [live.leg for live in legs.values()]))
+        return groups
 
     # -- verdicts, cuts, alerts --------------------------------------------------------------
 
-    def refusal(self, decision: Decision, now: datetime, live: Iterable[Leg]) -> Restriction | None:
+    def refusal(self, decision: Decision, now: datetime) -> Restriction | None:
         """Return why a new call is refused for a used-up budget, or None.
 
         Args:
             decision: the verdict so far (an allow, or a request for a code).
-            now: the time of the attempt (its month is the call's).
-            live: the live outbound legs (answered ones count what they cost so far).
+            now: the time of the attempt (its month is the call's); answered calls in the same
+                buckets count what they have cost so far.
         """
         number_class = decision.number_class
         if not self.policy.budgets or number_class is NumberClass.EMERGENCY:
             return None
         month = month_of(now, self.policy)
-        answered: list[Leg] | None = None
         for budget in self.policy.budgets:
             if number_class not in budget.classes:
                 continue
@@ -352,26 +429,22 @@ class BudgetBook:
             )
             if scope is None:
                 continue
-            if answered is None:
-                answered = [leg for leg in live if leg.answered_at is not None]
             group = _Group(budget, scope, month)
-            group.legs = [leg for leg in answered if self._counts_in(leg, group)]
             in_use = self._in_use(group, now)
             if in_use >= budget.limit:
                 return self._exhausted(group, in_use)
         return None
 
-    def over_limit(
-        self, live: Iterable[Leg], now: datetime, *, skip: set[str]
-    ) -> tuple[list[Effect], list[Overrun]]:
+    def over_limit(self, now: datetime, *, skip: set[str]) -> tuple[list[Effect], list[Overrun]]:
         """Return the alerts due and the live calls to cut, their budget being used up.
 
         ``skip`` names legs already cut: they still count, but are not cut again.
         """
         effects: list[Effect] = []
         overruns: list[Overrun] = []
-        for group in self._groups(live):
-            in_use = self._in_use(group, now)
+        costs = self._costs(now)
+        for group in self._live_groups():
+            in_use = self._in_use(group, now, costs)
             effects.extend(self._alerts(group, in_use, now))
             if in_use < group.budget.limit:
                 continue
@@ -394,48 +467,19 @@ class BudgetBook:
                 effects.extend(self._alerts(group, used(budget, totals), now))
         return effects
 
-    def next_due(self, live: Iterable[Leg], now: datetime, *, skip: set[str]) -> datetime | None:
+    def next_due(self, now: datetime, *, skip: set[str]) -> datetime | None:
         """Return when a live call could next use up its budget (when to look again)."""
         due: datetime | None = None
-        for group in self._groups(live):
-            legs = [leg for leg in group.legs if leg.trunk not in skip]
+        costs = self._costs(now)
+        for group in self._live_groups():
+            legs = [self._answered[leg.trunk] for leg in group.legs if leg.trunk not in skip]
             if not legs:
                 continue
-            remaining = group.budget.limit - self._in_use(group, now)
-            at = self._crossing(group.budget, legs, remaining, now)
+            remaining = group.budget.limit - self._in_use(group, now, costs)
+            at = _crossing(group.budget, legs, remaining, now)
             if at is not None and (due is None or at < due):
                 due = at
         return due
-
-    def _crossing(
-        self, budget: Budget, legs: Sequence[Leg], remaining: Decimal, now: datetime
-    ) -> datetime | None:
-        if remaining <= 0:
-            return now
-        if budget.unit is BudgetUnit.MINUTES:
-            seconds = float(remaining * _SIXTY) / len(legs)
-            return now + timedelta(seconds=seconds)
-        steps = ZERO
-        per_second = Decimal(0)
-        jumps: list[datetime] = []
-        for leg in legs:
-            decision = leg.decision
-            rate = self.policy.tariff.rate_for(
-                decision.classification.number, decision.number_class.value
-            )
-            if rate is None or rate.per_minute <= 0 or leg.answered_at is None:
-                continue
-            increment = timedelta(seconds=rate.increment_seconds)
-            steps += rate.per_minute * rate.increment_seconds / _SIXTY
-            per_second += rate.per_minute / _SIXTY
-            blocks = -(-(now - leg.answered_at) // increment)
-            jumps.append(leg.answered_at + blocks * increment + _AFTER)
-        if not jumps:
-            return None
-        if remaining > steps:
-            # Until then no call can have risen by more than one step plus its rate.
-            return now + timedelta(seconds=float((remaining - steps) / per_second))
-        return max(min(jumps), now + _AFTER)
 
     def _exhausted(self, group: _Group, in_use: Decimal) -> Restriction:
         budget = group.budget

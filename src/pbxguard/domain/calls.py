@@ -302,12 +302,14 @@ class CallTracker:
         return min(due) if due else None
 
     def _controls_next_due(self) -> datetime | None:
-        # Recomputed only when a leg, the spend or the locks changed: between changes, the
-        # answer given last is still a safe time to look again.
+        # A budget's end is worked out again only when a leg was answered, the spend or the
+        # policy changed, or a tick ran: between those, the answer given last is still a safe
+        # time to look again (a leg that ends only puts it further off).
         if self._controls_stale and self._now is not None:
-            self._controls_due = self.controls.next_due(self._now)
+            self._controls_due = self.controls.budget_due(self._now)
             self._controls_stale = False
-        return self._controls_due
+        due = [d for d in (self._controls_due, self.controls.lock_due()) if d is not None]
+        return min(due) if due else None
 
     def _next_timer(self) -> datetime | None:
         while self._timers:
@@ -373,7 +375,6 @@ class CallTracker:
                 self._controls_stale = True
                 return self.controls.spend_loaded(event.lines, event.at, foreign=event.foreign)
             case LocksLoaded():
-                self._controls_stale = True
                 return self.controls.locks_loaded(event.active, event.lifted, event.at)
             case Tick():
                 return self._tick(event.at)
@@ -568,7 +569,6 @@ class CallTracker:
         call.attempts[trunk] = attempt
         ref = CallRef(call.linkedid, call.uniqueid, call.channel)
         self.controls.leg_opened(attempt)
-        self._controls_stale = True
         effects: list[Effect] = [
             RecordDecision(
                 decision_record(
@@ -581,7 +581,7 @@ class CallTracker:
             )
         ]
         effects.extend(self._count_approval(ref, decision, at))
-        effects.extend(self.controls.attempted(call.linkedid, decision, at))
+        effects.extend(self._attempted(call.linkedid, decision, at))
         if decision.allowed:
             effects.extend(self._check_dispatch_use(call, decision, at))
             return effects
@@ -649,11 +649,14 @@ class CallTracker:
                 decision, policy=policy, at=event.at, call=ref, outcome=meaning.offence
             )
             effects.append(RecordOffence(draft))
-        effects.extend(self.controls.attempted(ref.linkedid, decision, event.at))
+        effects.extend(self._attempted(ref.linkedid, decision, event.at))
         if meaning.answer is Verdict.ALLOW:
             self.controls.dial_allowed(ref.linkedid, decision, event.at)
-        self._controls_stale = True
         return effects
+
+    def _attempted(self, call_key: str, decision: Decision, at: datetime) -> list[Effect]:
+        """Count a call attempt once (a lock it imposes ends in `next_due`)."""
+        return self.controls.attempted(call_key, decision, at)
 
     # -- hangups ------------------------------------------------------------------------------
 
@@ -722,8 +725,9 @@ class CallTracker:
         alive_until: datetime | None = None,
     ) -> list[Effect]:
         attempt.ended = True
+        # A leg that ends only puts its budget's end further off: the due time known is early
+        # at worst (a tick that finds nothing to do), so it is not worked out again here.
         self.controls.leg_ended(attempt.trunk)
-        self._controls_stale = True
         timed = self._timed_end(attempt.trunk, at if observed else (alive_until or at))
         if not attempt.offences:
             return timed
@@ -772,7 +776,6 @@ class CallTracker:
             self.controls.leg_ended(leg.trunk)
         for channel in call.timed:
             self._timed.pop(channel, None)
-        self._controls_stale = True
         attempt = self._main_attempt(call)
         if call.direction != "outbound" or attempt is None:
             self.controls.call_ended(call.linkedid, None)
@@ -1042,6 +1045,7 @@ class CallTracker:
     def _answered(self, call: _Call, attempt: _Attempt, at: datetime) -> None:
         """A trunk leg was answered: its spend starts, and a duration limit may time it."""
         attempt.answered_at = at
+        self.controls.leg_answered(attempt)
         self._controls_stale = True
         decision = attempt.decision
         if not decision.allowed:

@@ -11,7 +11,7 @@ the pre-dial layer and on the AMI layer alike. It never refuses an emergency cal
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -45,7 +45,12 @@ class CallControls:
         self.velocity = VelocityWatch(policy)
         self.budgets = BudgetBook(policy)
         self._legs: dict[str, Leg] = {}
+        # Calls under way, each once whatever its legs (by Linkedid): those with an allowed
+        # leg live, and those allowed before they ring whose leg has not shown up yet.
+        self._live_calls: dict[str, NumberClass] = {}
+        self._legs_of: dict[str, set[str]] = {}
         self._pending: OrderedDict[str, tuple[NumberClass, datetime]] = OrderedDict()
+        self._counts: Counter[NumberClass] = Counter()
         self.cut: set[str] = set()
 
     def set_policy(self, policy: Policy) -> None:
@@ -67,7 +72,7 @@ class CallControls:
         for rule in self.policy.simultaneous:
             if number_class in rule.classes and self.under_way(rule.classes, now) >= rule.max_calls:
                 return simultaneous_refusal(rule, number_class)
-        return self.budgets.refusal(decision, now, self._legs.values())
+        return self.budgets.refusal(decision, now)
 
     def under_way(
         self, classes: frozenset[NumberClass], now: datetime, *, besides: str = ""
@@ -76,19 +81,23 @@ class CallControls:
 
         ``besides`` leaves one call (a Linkedid) out of the count.
         """
-        legs = {
-            leg.linkedid
-            for leg in self._legs.values()
-            if leg.decision.allowed and leg.decision.number_class in classes
-        }
-        legs.discard(besides)
-        horizon = now - PENDING_DIAL
-        pending = sum(
-            1
-            for key, (number_class, at) in self._pending.items()
-            if number_class in classes and at > horizon and key not in legs and key != besides
+        self._expire_pending(now)
+        count = sum(self._counts[number_class] for number_class in classes)
+        own = self._live_calls.get(besides) or (
+            self._pending[besides][0] if besides in self._pending else None
         )
-        return len(legs) + pending
+        if own is not None and own in classes:
+            count -= 1
+        return count
+
+    def _expire_pending(self, now: datetime) -> None:
+        horizon = now - PENDING_DIAL
+        while self._pending:
+            key, (number_class, at) = next(iter(self._pending.items()))
+            if at > horizon:
+                return
+            del self._pending[key]
+            self._counts[number_class] -= 1
 
     # -- what the tracker tells it ------------------------------------------------------------
 
@@ -122,27 +131,52 @@ class CallControls:
 
     def dial_allowed(self, call_key: str, decision: Decision, at: datetime) -> None:
         """Note a pre-dial allow: the call counts as under way until its leg shows up."""
-        if not decision.allowed or not self.policy.simultaneous:
+        if not decision.allowed or call_key in self._live_calls or call_key in self._pending:
             return
         self._pending[call_key] = (decision.number_class, at)
-        self._pending.move_to_end(call_key)
-        horizon = at - PENDING_DIAL
-        while self._pending and next(iter(self._pending.values()))[1] <= horizon:
-            self._pending.popitem(last=False)
+        self._counts[decision.number_class] += 1
+        self._expire_pending(at)
 
     def leg_opened(self, leg: Leg) -> None:
         """A trunk leg opened (the tracker's attempt, read live: answered or not)."""
         self._legs[leg.trunk] = leg
-        self._pending.pop(leg.linkedid, None)
+        decision = leg.decision
+        if not decision.allowed:
+            return
+        pending = self._pending.pop(leg.linkedid, None)
+        if pending is not None:
+            self._counts[pending[0]] -= 1
+        if leg.linkedid not in self._live_calls:
+            self._live_calls[leg.linkedid] = decision.number_class
+            self._counts[decision.number_class] += 1
+        self._legs_of.setdefault(leg.linkedid, set()).add(leg.trunk)
+
+    def leg_answered(self, leg: Leg) -> None:
+        """A trunk leg was answered: from now on it spends."""
+        self.budgets.leg_answered(leg)
 
     def leg_ended(self, trunk: str) -> None:
         """A trunk leg is gone."""
-        self._legs.pop(trunk, None)
+        leg = self._legs.pop(trunk, None)
+        self.budgets.leg_ended(trunk)
         self.cut.discard(trunk)
+        if leg is None:
+            return
+        legs = self._legs_of.get(leg.linkedid)
+        if legs is None:
+            return
+        legs.discard(trunk)
+        if not legs:
+            del self._legs_of[leg.linkedid]
+            number_class = self._live_calls.pop(leg.linkedid, None)
+            if number_class is not None:
+                self._counts[number_class] -= 1
 
     def call_ended(self, call_key: str, summary: CallSummary | None) -> None:
         """A call is over: count what it cost."""
-        self._pending.pop(call_key, None)
+        pending = self._pending.pop(call_key, None)
+        if pending is not None:
+            self._counts[pending[0]] -= 1
         if summary is not None:
             self.budgets.add_call(summary)
 
@@ -161,27 +195,21 @@ class CallControls:
 
     # -- time -------------------------------------------------------------------------------------
 
-    def next_due(self, now: datetime) -> datetime | None:
-        """Return when `tick` is next needed (a lock ending, a live call reaching its budget)."""
-        due = [
-            d
-            for d in (
-                self.locks.next_end(),
-                self.budgets.next_due(self._legs.values(), now, skip=self.cut)
-                if self.policy.budgets and self._legs
-                else None,
-            )
-            if d is not None
-        ]
-        return min(due) if due else None
+    def budget_due(self, now: datetime) -> datetime | None:
+        """Return when a live call could next use up its budget (when `tick` is needed)."""
+        return self.budgets.next_due(now, skip=self.cut) if self.policy.budgets else None
+
+    def lock_due(self) -> datetime | None:
+        """Return when the next lock ends (when `tick` clears its alert)."""
+        return self.locks.next_end()
 
     def tick(self, now: datetime) -> tuple[list[Effect], list[Overrun]]:
         """Apply what is due: ended locks, budget alerts, and the live calls to cut."""
         effects = self.locks.expired(now)
         self.velocity.forget_idle(now)
-        if not self.policy.budgets or not self._legs:
+        if not self.policy.budgets:
             return effects, []
-        alerts, overruns = self.budgets.over_limit(self._legs.values(), now, skip=self.cut)
+        alerts, overruns = self.budgets.over_limit(now, skip=self.cut)
         effects.extend(alerts)
         self.cut.update(o.trunk for o in overruns)
         return effects, overruns

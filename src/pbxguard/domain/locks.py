@@ -115,6 +115,8 @@ class LockBook:
 
     def __init__(self, locks: Iterable[Lock] = ()) -> None:
         self._locks: dict[str, Lock] = {lock.id: lock for lock in locks}
+        self._next_end: datetime | None = None
+        self._changed = True
 
     @property
     def locks(self) -> tuple[Lock, ...]:
@@ -143,6 +145,7 @@ class LockBook:
     def add(self, lock: Lock) -> None:
         """Hold a new lock."""
         self._locks[lock.id] = lock
+        self._changed = True
 
     def refresh(self, active: Iterable[Lock], lifted: Iterable[str], at: datetime) -> list[Effect]:
         """Take in the ledger's view: its active locks, and the ids lifted by an administrator.
@@ -159,18 +162,25 @@ class LockBook:
         for lock in active:
             if lock.id not in gone:
                 self._locks.setdefault(lock.id, lock)
+        self._changed = True
         return effects
 
     def expired(self, now: datetime) -> list[Effect]:
         """Drop the locks whose time is up; return the clearing of their alerts."""
+        if self._next_end is not None and now < self._next_end and not self._changed:
+            return []
         ended = [lock for lock in self._locks.values() if lock.until <= now]
         for lock in ended:
             del self._locks[lock.id]
+        self._changed = True
         return [lock_cleared(lock, lock.until) for lock in ended]
 
     def next_end(self) -> datetime | None:
-        """Return when the next lock ends by itself."""
-        return min((lock.until for lock in self._locks.values()), default=None)
+        """Return when the next lock ends by itself (worked out again only after a change)."""
+        if self._changed:
+            self._next_end = min((lock.until for lock in self._locks.values()), default=None)
+            self._changed = False
+        return self._next_end
 
 
 class VelocityWatch:
