@@ -82,13 +82,11 @@ from pbxguard.domain.controls import CallControls
 from pbxguard.domain.durations import (
     Step,
     TalkingCall,
-    cut_reason,
     due_steps,
     limit_for,
     next_step,
-    overlong_at_end,
-    overlong_offence,
-    warning_text,
+    on_end,
+    on_step,
 )
 from pbxguard.domain.duty_calls import (
     Occupation,
@@ -108,7 +106,6 @@ from pbxguard.domain.effects import (
     RecordDecision,
     RecordOffence,
     RecordOffenceOutcome,
-    WarnCaller,
 )
 from pbxguard.domain.enforcement import (
     approval_use_ref,
@@ -1125,59 +1122,37 @@ class CallTracker:
         return effects
 
     def _duration_steps(self, channel: str, timed: _Timed, now: datetime) -> list[Effect]:
-        talking, limit = timed.talking, timed.limit
+        talking = timed.talking
         effects: list[Effect] = []
-        for step in due_steps(limit, talking.answered_at, now, timed.done):
+        for step in due_steps(timed.limit, talking.answered_at, now, timed.done):
             timed.done.add(step)
-            if step is Step.RECORD:
-                draft = overlong_offence(
-                    self.policy, talking, limit, now, talked=now - talking.answered_at
-                )
-                effects.append(RecordOffence(draft))
-            elif step is Step.WARN and self.policy.mode is Mode.ENFORCE:
-                zh, en = warning_text(limit)
-                effects.append(
-                    WarnCaller(
-                        talking.caller_channel,
-                        talking.call.linkedid,
-                        limit.rule_id,
-                        int((limit.warn_before or timedelta(0)).total_seconds()),
-                        zh,
-                        en,
-                    )
-                )
-            elif step is Step.CUT:
-                effects.extend(self._cut_timed(channel, talking, limit, now))
+            outcome = on_step(self.policy, talking, timed.limit, step, now)
+            effects.extend(outcome.effects)
+            if outcome.cut is not None:
+                effects.extend(self._cut_talking(channel, talking.call.linkedid, outcome.cut, now))
         return effects
 
-    def _cut_timed(
-        self, channel: str, talking: TalkingCall, limit: DurationLimit, now: datetime
+    def _cut_talking(
+        self, channel: str, linkedid: str, why: Restriction, now: datetime
     ) -> list[Effect]:
-        call = self._calls.get(talking.call.linkedid)
+        """Cut a talking leg for a control: a trunk leg with its decision, else the channel."""
+        call = self._calls.get(linkedid)
         if call is None:
             return []
-        zh, en = cut_reason(limit)
-        why = Restriction(limit.rule_id, zh, en)
         attempt = call.attempts.get(channel)
         if attempt is not None:
             return self._cut_in_call(call, attempt, why, now)
         if self.policy.mode is not Mode.ENFORCE:
             return []
         call.outcome = CUT_IN_CALL
-        return [self._order_cut(channel, call.linkedid, limit.rule_id, now)]
+        return [self._order_cut(channel, call.linkedid, why.rule_id, now)]
 
     def _timed_end(self, channel: str, at: datetime) -> list[Effect]:
-        """A timed leg ended: record it if it talked past its limit before anyone looked."""
+        """A timed leg ended: what its limit calls for now (a record nobody made in time)."""
         timed = self._timed.pop(channel, None)
-        if timed is None or Step.RECORD in timed.done:
+        if timed is None:
             return []
-        talking = timed.talking
-        if not overlong_at_end(timed.limit, talking, at):
-            return []
-        draft = overlong_offence(
-            self.policy, talking, timed.limit, at, talked=at - talking.answered_at
-        )
-        return [RecordOffence(draft)]
+        return on_end(self.policy, timed.talking, timed.limit, timed.done, at)
 
     def _cut_in_call(
         self, call: _Call, attempt: _Attempt, why: Restriction, now: datetime

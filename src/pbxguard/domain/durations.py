@@ -4,10 +4,11 @@ two (DU-4).
 A `DurationLimit` of the policy times answered calls of some classes and callers. Past its
 ``limit`` a call is recorded as an offence of the limit's rule (DU-1 by default, no fine: the
 regulations say "in principle", 原则上); past ``cut_after``, if set, it is hung up in enforce
-mode; ``warn_before`` that, the caller can be warned (when the site has set up the warning,
-see docs/policy.md). The tracker asks `next_step` when to look at a talking call again and
-`due_steps` what is due then; a call that ends past its limit before anyone looked is recorded
-at its end (`overlong_at_end`).
+mode; ``warn_before`` that, the caller is warned (a tone on their own channel, see
+docs/policy.md). The whole rule is here: the tracker asks `limit_for` whether an answered call
+is timed, `next_step` when to look at it again, `on_step` what each step does (effects, and a
+cut with its reason, which the tracker carries out like any cut), and `on_end` what a call
+that ended before anyone looked calls for.
 
 Only calls allowed to go ahead are timed: a forbidden call is already an offence of its own
 and is cut before it talks. Emergency calls are never timed. Inbound calls (DU-4) are timed on
@@ -23,9 +24,11 @@ from collections.abc import Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pbxguard.domain.effects import Effect, RecordOffence, WarnCaller
 from pbxguard.domain.numbers import NumberClass
-from pbxguard.domain.policy import Direction, DurationLimit, Policy
+from pbxguard.domain.policy import Direction, DurationLimit, Mode, Policy
 from pbxguard.domain.records import CallRef, OffenceDraft, Outcome
+from pbxguard.domain.restrictions import Restriction
 
 
 class Step(enum.StrEnum):
@@ -170,3 +173,46 @@ def warning_text(limit: DurationLimit) -> tuple[str, str]:
         f"通话将在{seconds}秒后因时长上限被挂断",
         f"the call will be hung up in {seconds} s: it reaches its time limit",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What one step asks for: effects to carry out, and a cut (with why) if the call must end."""
+
+    effects: tuple[Effect, ...] = ()
+    cut: Restriction | None = None
+
+
+def on_step(
+    policy: Policy, talking: TalkingCall, limit: DurationLimit, step: Step, now: datetime
+) -> StepOutcome:
+    """Return what ``step`` of ``limit`` does to a talking call at ``now``.
+
+    Past the limit the call is recorded; the warning and the cut happen in enforce mode only
+    (in monitor mode the record is all).
+    """
+    if step is Step.RECORD:
+        draft = overlong_offence(policy, talking, limit, now, talked=now - talking.answered_at)
+        return StepOutcome((RecordOffence(draft),))
+    if policy.mode is not Mode.ENFORCE:
+        return StepOutcome()
+    if step is Step.WARN:
+        zh, en = warning_text(limit)
+        seconds = int((limit.warn_before or timedelta(0)).total_seconds())
+        warning = WarnCaller(
+            talking.caller_channel, talking.call.linkedid, limit.rule_id, seconds, zh, en
+        )
+        return StepOutcome((warning,))
+    zh, en = cut_reason(limit)
+    return StepOutcome(cut=Restriction(limit.rule_id, zh, en))
+
+
+def on_end(
+    policy: Policy, talking: TalkingCall, limit: DurationLimit, done: Set[Step], ended: datetime
+) -> list[Effect]:
+    """Return what a timed call that ended at ``ended`` calls for: its record, if it talked
+    past its limit and nobody looked in time."""
+    if Step.RECORD in done or not overlong_at_end(limit, talking, ended):
+        return []
+    draft = overlong_offence(policy, talking, limit, ended, talked=ended - talking.answered_at)
+    return [RecordOffence(draft)]
