@@ -212,10 +212,12 @@ async def _serve(kind: str, ready: Connection, stop: Connection) -> None:
     gate = PreDialGate(guard, _NoCodes(), clock)
     server = FastAgiServer(gate.routes, host=LOOPBACK, port=0)
     ready.send(await server.start())
+    cpu = time.process_time()
     await asyncio.get_running_loop().run_in_executor(None, stop.recv)
+    cpu = time.process_time() - cpu
     stats = guard.stats
     await server.close()
-    stop.send((stats.decisions, len(guard.tracker.controls.locks.locks)))
+    stop.send((stats.decisions, len(guard.tracker.controls.locks.locks), cpu))
 
 
 def _server_process(kind: str, ready: Connection, stop: Connection) -> None:
@@ -374,8 +376,11 @@ def main() -> int:
         for process, control, _, _ in servers.values():
             control.send(None)
             if control.poll(15):
-                decisions, locks = control.recv()
-                print(f"  {process.name}: {decisions} decisions, {locks} locks held at the end")
+                decisions, locks, cpu = control.recv()
+                print(
+                    f"  {process.name}: {decisions} decisions, {locks} locks held at the end, "
+                    f"server CPU {cpu:.2f} s ({cpu / max(decisions, 1) * 1000:.3f} ms a verdict)"
+                )
             process.join(10)
             if process.is_alive():
                 process.terminate()

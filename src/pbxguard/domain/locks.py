@@ -114,9 +114,13 @@ class LockBook:
     """The locks in force: imposed here, restored from the ledger, ended or lifted."""
 
     def __init__(self, locks: Iterable[Lock] = ()) -> None:
-        self._locks: dict[str, Lock] = {lock.id: lock for lock in locks}
+        self._locks: dict[str, Lock] = {}
+        # Looked up on every verdict: by extension ("" for the site's locks).
+        self._by_extension: dict[str, dict[str, Lock]] = {}
         self._next_end: datetime | None = None
         self._changed = True
+        for lock in locks:
+            self.add(lock)
 
     @property
     def locks(self) -> tuple[Lock, ...]:
@@ -127,25 +131,37 @@ class LockBook:
         """Return a lock that refuses a call of ``number_class`` from ``extension`` now."""
         if not self._locks or number_class is NumberClass.EMERGENCY:
             return None
-        for lock in self._locks.values():
-            if lock.covers(extension, number_class, now):
-                return lock
+        for key in (extension, ""):
+            for lock in self._by_extension.get(key, {}).values():
+                if lock.covers(extension, number_class, now):
+                    return lock
         return None
 
     def holds(self, scope: LockScope, extension: str, rule_id: str, now: datetime) -> bool:
         """Tell whether a lock of ``rule_id`` on this extension (or the site) is in force."""
+        key = "" if scope is LockScope.SITE else extension
         return any(
-            lock.scope is scope
-            and lock.extension == extension
-            and lock.rule_id == rule_id
-            and lock.at <= now < lock.until
-            for lock in self._locks.values()
+            lock.scope is scope and lock.rule_id == rule_id and lock.at <= now < lock.until
+            for lock in self._by_extension.get(key, {}).values()
         )
 
     def add(self, lock: Lock) -> None:
         """Hold a new lock."""
         self._locks[lock.id] = lock
+        key = "" if lock.scope is LockScope.SITE else lock.extension
+        self._by_extension.setdefault(key, {})[lock.id] = lock
         self._changed = True
+
+    def _drop(self, lock_id: str) -> Lock | None:
+        lock = self._locks.pop(lock_id, None)
+        if lock is not None:
+            key = "" if lock.scope is LockScope.SITE else lock.extension
+            held = self._by_extension.get(key, {})
+            held.pop(lock_id, None)
+            if not held:
+                self._by_extension.pop(key, None)
+            self._changed = True
+        return lock
 
     def refresh(self, active: Iterable[Lock], lifted: Iterable[str], at: datetime) -> list[Effect]:
         """Take in the ledger's view: its active locks, and the ids lifted by an administrator.
@@ -155,14 +171,13 @@ class LockBook:
         """
         effects: list[Effect] = []
         for lock_id in lifted:
-            lock = self._locks.pop(lock_id, None)
+            lock = self._drop(lock_id)
             if lock is not None:
                 effects.append(lock_cleared(lock, at))
         gone = set(lifted)
         for lock in active:
-            if lock.id not in gone:
-                self._locks.setdefault(lock.id, lock)
-        self._changed = True
+            if lock.id not in gone and lock.id not in self._locks:
+                self.add(lock)
         return effects
 
     def expired(self, now: datetime) -> list[Effect]:
@@ -171,7 +186,7 @@ class LockBook:
             return []
         ended = [lock for lock in self._locks.values() if lock.until <= now]
         for lock in ended:
-            del self._locks[lock.id]
+            self._drop(lock.id)
         self._changed = True
         return [lock_cleared(lock, lock.until) for lock in ended]
 
