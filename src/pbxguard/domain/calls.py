@@ -216,9 +216,14 @@ class _Timed:
     talking: TalkingCall
     limit: DurationLimit
     done: set[Step] = field(default_factory=set)
+    due: datetime | None = None
 
-    def due(self) -> datetime | None:
-        return next_step(self.limit, self.talking.answered_at, self.done)
+    def __post_init__(self) -> None:
+        self.reschedule()
+
+    def reschedule(self) -> None:
+        """Work out when the next step not yet done is due (after steps were done)."""
+        self.due = next_step(self.limit, self.talking.answered_at, self.done)
 
 
 @dataclass(slots=True)
@@ -305,14 +310,16 @@ class CallTracker:
         if self._controls_stale and self._now is not None:
             self._controls_due = self.controls.budget_due(self._now)
             self._controls_stale = False
-        due = [d for d in (self._controls_due, self.controls.lock_due()) if d is not None]
-        return min(due) if due else None
+        budget, lock = self._controls_due, self.controls.lock_due()
+        if budget is None or lock is None:
+            return budget or lock
+        return min(budget, lock)
 
     def _next_timer(self) -> datetime | None:
         while self._timers:
             at, _, channel = self._timers[0]
             timed = self._timed.get(channel)
-            if timed is not None and timed.due() == at:
+            if timed is not None and timed.due == at:
                 return at
             heapq.heappop(self._timers)  # stale: the call ended, or the step was done
         return None
@@ -1106,18 +1113,18 @@ class CallTracker:
         self._schedule(talking.channel, timed)
 
     def _schedule(self, channel: str, timed: _Timed) -> None:
-        due = timed.due()
-        if due is not None:
-            heapq.heappush(self._timers, (due, next(self._timer_seq), channel))
+        if timed.due is not None:
+            heapq.heappush(self._timers, (timed.due, next(self._timer_seq), channel))
 
     def _timed_due(self, now: datetime) -> list[Effect]:
         effects: list[Effect] = []
         while self._timers and self._timers[0][0] <= now:
             at, _, channel = heapq.heappop(self._timers)
             timed = self._timed.get(channel)
-            if timed is None or timed.due() != at:
+            if timed is None or timed.due != at:
                 continue
             effects.extend(self._duration_steps(channel, timed, now))
+            timed.reschedule()
             self._schedule(channel, timed)
         return effects
 
