@@ -372,6 +372,25 @@ def test_a_live_call_is_cut_when_its_budget_runs_out() -> None:
     assert record.summary.charge == Decimal("0.60")
 
 
+def test_a_finished_call_that_takes_a_budget_past_its_share_raises_the_alert_once() -> None:
+    guard = tracker(policy(budgets=(intl_budget("10.00"),)))
+    guard.handle(SpendLoaded(MONDAY, (spent("2026-11", "7.50"),)))
+    first = guard.handle_all(Call("9001", UK).whole(MONDAY, talk=timedelta(seconds=5)))
+    assert not only(first, RaiseAlert)  # 7.80: below 80 %
+    second = guard.handle_all(
+        Call("9001", UK).whole(MONDAY + timedelta(minutes=1), talk=timedelta(seconds=10))
+    )
+    [record] = only(second, RecordCall)
+    assert record.summary.charge == Decimal("0.60")
+    [alert] = only(second, RaiseAlert)
+    assert alert.kind is AlertKind.BUDGET
+    assert alert.message_zh == ("Department head本月国际长途已用预算的80%以上（8.40/10.00 元）")
+    third = guard.handle_all(
+        Call("9001", UK).whole(MONDAY + timedelta(minutes=2), talk=timedelta(seconds=5))
+    )
+    assert not only(third, RaiseAlert)  # once a month
+
+
 def test_a_used_up_budget_refuses_new_calls_of_its_classes_only() -> None:
     p = policy(budgets=(intl_budget("1.00"),))
     guard = tracker(p)

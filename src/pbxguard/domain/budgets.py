@@ -254,10 +254,11 @@ class BudgetBook:
         self._prune(at)
         self._fold()
 
-    def add_call(self, summary: CallSummary) -> None:
-        """Count a finished outbound call (the tracker's own: this site's)."""
+    def add_call(self, summary: CallSummary) -> list[Effect]:
+        """Count a finished outbound call (the tracker's own: this site's); return the alerts
+        of the budgets it took past their share or used up."""
         if summary.direction != "outbound":
-            return
+            return []
         month = month_of(summary.started_at, self.policy)
         if month > self._month:
             self._prune(summary.ended_at)
@@ -269,12 +270,18 @@ class BudgetBook:
             summary.number_class,
         )
         self._own[key] = self._own.get(key, Totals()).plus(summary.charge, summary.talk_time)
+        effects: list[Effect] = []
         for budget in self.policy.budgets:
             bucket = self._bucket_of(budget, key)
-            if bucket is not None:
-                self._buckets[bucket] = self._buckets.get(bucket, Totals()).plus(
-                    summary.charge, summary.talk_time
-                )
+            if bucket is None:
+                continue
+            totals = self._buckets.get(bucket, Totals()).plus(summary.charge, summary.talk_time)
+            self._buckets[bucket] = totals
+            group = _Group(budget, bucket[1], bucket[2])
+            effects.extend(
+                self._alerts(group, self._in_use(group, summary.ended_at), summary.ended_at)
+            )
+        return effects
 
     def spent(self, budget: Budget, scope: str, month: str) -> Totals:
         """Return what the finished calls of one bucket have spent."""

@@ -809,8 +809,7 @@ class CallTracker:
             outcome=self._call_outcome(call, attempt),
             charge=charge,
         )
-        self.controls.call_ended(call.linkedid, summary)
-        return [RecordCall(summary)]
+        return [RecordCall(summary), *self.controls.call_ended(call.linkedid, summary)]
 
     @staticmethod
     def _main_attempt(call: _Call) -> _Attempt | None:

@@ -172,13 +172,12 @@ class CallControls:
             if number_class is not None:
                 self._counts[number_class] -= 1
 
-    def call_ended(self, call_key: str, summary: CallSummary | None) -> None:
-        """A call is over: count what it cost."""
+    def call_ended(self, call_key: str, summary: CallSummary | None) -> list[Effect]:
+        """A call is over: count what it cost; return the budget alerts that calls for."""
         pending = self._pending.pop(call_key, None)
         if pending is not None:
             self._counts[pending[0]] -= 1
-        if summary is not None:
-            self.budgets.add_call(summary)
+        return self.budgets.add_call(summary) if summary is not None else []
 
     def spend_loaded(
         self, lines: Iterable[SpendLine], at: datetime, *, foreign: bool
