@@ -407,6 +407,26 @@ def test_a_used_up_budget_refuses_new_calls_of_its_classes_only() -> None:
     assert ami_verdicts(guard.handle_all(Call("9001", UK).dial(MONDAY))) == [("deny", "BU-1")]
 
 
+def test_a_new_call_counts_what_the_talking_calls_of_its_budget_have_cost_so_far() -> None:
+    company = intl_budget("1.00", name="company", per=BudgetScope.COMPANY)
+    p = policy(budgets=(company,))
+    guard = tracker(p)
+    guard.handle(SpendLoaded(MONDAY, (spent("2026-11", "0.50", person="someone-else"),)))
+    other = Call("9001", "004930123456")
+    guard.handle_all([*other.dial(MONDAY), *other.answer(MONDAY)])
+    # 0.50 spent; the live call costs 0.30 a started 6 s.
+    for seconds, allowed in ((0, True), (5, True), (6.5, False), (30, False)):
+        at = MONDAY + timedelta(seconds=seconds)
+        decision = judge(CallAttempt("9001", UK), p, now=at, controls=guard.controls)
+        assert decision.allowed is allowed, seconds
+        if not allowed:
+            assert decision.rule_id == "BU-1"
+    # Once the live call is gone (its 0.60 now counted as spent), 1.10 stays over the limit.
+    guard.handle_all(other.hang_up(MONDAY + timedelta(seconds=7)))
+    later = MONDAY + timedelta(minutes=1)
+    assert judge(CallAttempt("9001", UK), p, now=later, controls=guard.controls).rule_id == ("BU-1")
+
+
 def test_budgets_start_afresh_each_month_and_a_call_counts_in_the_month_it_started() -> None:
     p = policy(budgets=(intl_budget("1.00"),))
     guard = tracker(p)
