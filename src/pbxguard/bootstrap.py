@@ -36,6 +36,7 @@ from pbxguard.adapters.ledger import (
     FactJournal,
     LedgerDatabase,
     LedgerWriter,
+    LockBook,
     OffenceBook,
     RegisterBook,
 )
@@ -46,6 +47,7 @@ from pbxguard.adapters.ledger.console import (
     SignOffBook,
     UserBook,
 )
+from pbxguard.adapters.ledger.spend import SpendLedger
 from pbxguard.adapters.ledger.writer import (
     SET_ASIDE,
     decode_fact,
@@ -65,11 +67,19 @@ from pbxguard.app.ports import Clock, EmergencyDesk, Notifier, RotaStore
 from pbxguard.app.predial import PreDialGate
 from pbxguard.app.quota import QuotaWatch
 from pbxguard.app.register_watch import RegisterWatch
+from pbxguard.domain.budgets import SpendLine
 from pbxguard.domain.call_events import OpenCut
 from pbxguard.domain.effects import RaiseAlert
 from pbxguard.domain.entries import OffenceEntry
-from pbxguard.domain.policy import CodeLimits
-from pbxguard.domain.records import CodeFailure, OffenceFact, OffenceOutcome, Outcome
+from pbxguard.domain.policy import CodeLimits, Policy
+from pbxguard.domain.records import (
+    CallSummary,
+    CodeFailure,
+    Lock,
+    OffenceFact,
+    OffenceOutcome,
+    Outcome,
+)
 from pbxguard.errors import (
     ConfigError,
     JournalError,
@@ -111,6 +121,9 @@ class Parts:
     emergency_desks: list[QueuedDesk] = field(default_factory=list)
     schema_ready: bool = False
     notes: list[str] = field(default_factory=list)
+    locks: LockBook | None = None
+    spend: SpendLedger | None = None
+    spend_ready: bool = True
 
 
 def prepare_state_dir(path: Path) -> Path:
@@ -225,6 +238,55 @@ def restored_cuts(journal: Journal, offences: OffenceBook, clock: Clock) -> list
         )
     unique = {cut.key: cut for cut in cuts if cut.key not in ended}
     return list(unique.values())
+
+
+def _journal_controls(journal: Journal) -> tuple[list[CallSummary], list[Lock]]:
+    """Return the calls and the locks in the journal (some may already be in the database)."""
+    calls: list[CallSummary] = []
+    locks: list[Lock] = []
+    cursor = None
+    while True:
+        entries, cursor = journal.read(cursor, 5000)
+        if not entries:
+            return calls, locks
+        for entry in entries:
+            try:
+                fact = decode_fact(entry.data)
+            except ValueError:
+                continue
+            if isinstance(fact, CallSummary):
+                calls.append(fact)
+            elif isinstance(fact, Lock):
+                locks.append(fact)
+
+
+def restored_locks(
+    book: LockBook, journal_locks: list[Lock], policy: Policy, clock: Clock
+) -> list[Lock]:
+    """Return the locks in force: the ledger's, and the journal's not yet written there."""
+    now = clock.now()
+    found = {lock.id: lock for lock in journal_locks if lock.until > now}
+    try:
+        for lock in book.active(now, site=policy.site):
+            found[lock.id] = lock
+        lifted = book.lifted(list(found))
+    except LedgerError as error:
+        log.warning("could not read the locks in force from the ledger", error=str(error))
+        lifted = frozenset()
+    return [lock for lock in found.values() if lock.id not in lifted]
+
+
+def starting_spend(spend: SpendLedger) -> list[SpendLine] | None:
+    """Return the month's spend before this run, or None when the ledger cannot say yet."""
+    try:
+        return spend.before_start()
+    except LedgerError as error:
+        log.error(
+            "budgets start without the month's spend: the ledger could not be read; "
+            "trying again while running",
+            error=str(error),
+        )
+        return None
 
 
 def recent_code_failures(codes: CodeBook, limits: CodeLimits, clock: Clock) -> list[CodeFailure]:
@@ -343,6 +405,16 @@ def build(
     dnd_store = DndStore(settings.dnd_path)
     dnd, dnd_stamp = open_do_not_disturb(dnd_store)
     pbx = _LateBoundPbx()
+    journal_calls, journal_locks = _journal_controls(journal)
+    locks = LockBook(database)
+    spend = SpendLedger(
+        database,
+        site=policy.site,
+        timezone=policy.timezone,
+        started_at=clock.now(),
+        pending=journal_calls,
+    )
+    spent = starting_spend(spend)
     guard = Guard(
         policy,
         loaded.channels,
@@ -355,6 +427,9 @@ def build(
         open_cuts=restored_cuts(journal, offences, clock),
         emergency=emergency,
         dnd=dnd,
+        warner=_LateBoundWarner(pbx),
+        spend=spent or (),
+        locks=restored_locks(locks, journal_locks, policy, clock),
     )
     event_loop = loop or asyncio.get_event_loop()
 
@@ -439,6 +514,9 @@ def build(
         dnd_stamp=dnd_stamp,
         emergency_desks=desks,
         schema_ready=schema_ready,
+        locks=locks,
+        spend=spend,
+        spend_ready=spent is not None,
     )
 
 
@@ -611,3 +689,15 @@ def build_console(
     if approvals_changed is not None:
         console.approvals_changed = approvals_changed
     return console
+
+
+class _LateBoundWarner:
+    """Warns a caller with a tone on their own channel (AMI ``PlayDTMF``), once AMI exists."""
+
+    def __init__(self, pbx: _LateBoundPbx) -> None:
+        self._pbx = pbx
+
+    async def warn(self, channel: str) -> None:
+        if self._pbx.client is None:
+            raise PbxGuardError("AMI client not ready")
+        await self._pbx.client.play_tone(channel)

@@ -25,6 +25,7 @@ from pbxguard.adapters.ledger import (
     CallLog,
     CodeBook,
     LedgerDatabase,
+    LockBook,
     OffenceBook,
     RegisterBook,
 )
@@ -52,6 +53,8 @@ from pbxguard.domain.records import (
     DecisionRecord,
     Ending,
     Layer,
+    Lock,
+    LockScope,
     OffenceDraft,
     OffenceOutcome,
     Outcome,
@@ -269,7 +272,7 @@ def test_migration_creates_exactly_the_tables_the_models_describe(
         engine.dispose()
     assert diff == []
     version = raw_sql(ledger_url, "SELECT version_num FROM alembic_version")
-    assert version == [("0004_ops",)]
+    assert version == [("0005_controls",)]
 
 
 # -- idempotency ----------------------------------------------------------------------------
@@ -440,6 +443,20 @@ def _fill_every_table(ledger: Ledger) -> None:
     )
     ledger.codes.check("48151623", local(2026, 1, 2))
     _fill_console_tables(ledger.db)
+    LockBook(ledger.db).record(
+        Lock(
+            "site:lock:2001",
+            LockScope.EXTENSION,
+            "2001",
+            "p-zhang",
+            frozenset({NumberClass.INTERNATIONAL}),
+            "VL-1",
+            local(2026, 1, 2),
+            local(2026, 1, 2, 13),
+            "锁定",
+            "locked",
+        )
+    )
 
 
 def _fill_console_tables(db: LedgerDatabase) -> None:

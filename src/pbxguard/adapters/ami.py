@@ -319,6 +319,34 @@ class AmiClient:
             raise UnsafeActionError(f"refusing Hangup with cause {cause}: not a Q.850 cause")
         await self.send_action("Hangup", [("Channel", channel), ("Cause", str(cause))])
 
+    async def play_tone(self, channel: str, *, digit: str = "#", duration_ms: int = 600) -> None:
+        """Play a tone (a DTMF digit) to exactly one channel's own phone.
+
+        AMI has no action that plays a recording into a live call without moving it out of its
+        bridge (``Redirect``) or placing a call of its own (``Originate`` and ``ChanSpy``, which
+        pbxguard's AMI account is not allowed). ``PlayDTMF`` needs only the ``call`` write
+        privilege: Asterisk writes the digit to the channel, towards its phone; the far end
+        does not get it. Whether the caller hears it depends on the phone's DTMF mode
+        (docs/policy.md, "Call duration").
+
+        Raises:
+            UnsafeActionError: the channel name is empty, padded, a pattern or holds a line
+                break, or the digit is not one DTMF digit. Nothing is sent.
+            AmiActionError: the PBX answered ``Response: Error`` (e.g. the channel is gone).
+            AmiConnectionError: not logged in, or the connection was lost.
+            AmiActionTimeout: no response in time.
+        """
+        if not channel or channel != channel.strip() or "\r" in channel or "\n" in channel:
+            raise UnsafeActionError(f"refusing to send PlayDTMF for the channel {channel!r}")
+        if channel.startswith("/"):
+            raise UnsafeActionError(f"refusing to send PlayDTMF for the pattern {channel!r}")
+        if len(digit) != 1 or digit not in "0123456789*#ABCD":
+            raise UnsafeActionError(f"refusing to send PlayDTMF with the digit {digit!r}")
+        await self.send_action(
+            "PlayDTMF",
+            [("Channel", channel), ("Digit", digit), ("Duration", str(max(duration_ms, 40)))],
+        )
+
     def _backoff(self, failures: int) -> float:
         ceiling = min(self._timing.backoff_max, self._timing.backoff_min * 2.0**failures)
         # Equal jitter: never less than half the ceiling, so a refusing PBX is not hammered,

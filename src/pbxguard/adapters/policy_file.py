@@ -29,6 +29,7 @@ from pydantic import (
     field_validator,
 )
 
+from pbxguard.adapters.countries import country_book
 from pbxguard.adapters.holidays import golden_weeks_in, site_holiday_table
 from pbxguard.adapters.rota_file import load_rota
 from pbxguard.adapters.validation_text import describe
@@ -46,6 +47,7 @@ from pbxguard.domain.calendars import (
     WorkingHours,
 )
 from pbxguard.domain.channels import ChannelPlan
+from pbxguard.domain.countries import CountryBook, normalise_calling_code
 from pbxguard.domain.numbers import (
     ExtensionRange,
     FeatureCode,
@@ -61,7 +63,17 @@ from pbxguard.domain.penalties import (
     Step,
 )
 from pbxguard.domain.policy import (
+    CHARGED_CLASSES,
+    DEAR_CLASSES,
+    Audience,
+    Budget,
+    BudgetScope,
+    BudgetUnit,
     CodeLimits,
+    CountryList,
+    Direction,
+    DurationLimit,
+    HoursRule,
     Line,
     LineUse,
     Mode,
@@ -69,7 +81,9 @@ from pbxguard.domain.policy import (
     Policy,
     Role,
     Rule,
+    SimultaneousRule,
     Telesales,
+    VelocityRule,
 )
 from pbxguard.domain.rota import DatedShift, Rota, WeeklyShift
 from pbxguard.domain.tariff import Rate, Tariff
@@ -222,6 +236,9 @@ class ScheduleModel(_Model):
     hours: list[Annotated[str, Field(pattern=_HOURS)]] = []
     weekdays: list[Annotated[int, Field(ge=1, le=7)]] = [1, 2, 3, 4, 5]
     special_periods_24h: bool = False
+    # How reasons name the schedule ("outside working hours"); by default from its kind.
+    name_zh: str = ""
+    name_en: str = ""
 
 
 class WeeklyShiftModel(_Model):
@@ -317,6 +334,78 @@ class TelesalesModel(_Model):
 Location = Annotated[str, Field(min_length=1, max_length=200)]
 
 
+def _calling_code(value: str) -> str:
+    return normalise_calling_code(value)
+
+
+CallingCode = Annotated[str, AfterValidator(_calling_code)]
+Minutes = Annotated[float, Field(gt=0, le=31 * 24 * 60)]
+_NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+class AudienceModel(_Model):
+    """Whom a control applies to; every list empty means everyone."""
+
+    roles: list[str] = []
+    departments: list[str] = []
+    lines: list[Annotated[str, Field(pattern=r"^[0-9]+$")]] = []
+    people: list[str] = []
+
+
+class HoursModel(AudienceModel):
+    schedule: str = Field(min_length=1)
+    classes: list[NumberClass] = Field(min_length=1)
+    label_zh: str = ""
+    label_en: str = ""
+    rule: str = "HO-1"
+
+
+class CountryListModel(AudienceModel):
+    allow: list[CallingCode] = []
+    deny: list[CallingCode] = []
+    rule: str = "CL-1"
+
+
+class BudgetModel(_Model):
+    name: str = Field(min_length=1, pattern=_NAME)
+    per: BudgetScope
+    money: Money | None = None
+    minutes: Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)] | None = None
+    classes: list[NumberClass] = []
+    who: list[str] = []
+    sites: Literal["this", "all"] = "this"
+    alert_at: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.8")
+    rule: str = "BU-1"
+
+
+class VelocityModel(_Model):
+    name: str = Field(min_length=1, pattern=_NAME)
+    classes: list[NumberClass] = [NumberClass.INTERNATIONAL]
+    attempts: int = Field(default=5, ge=1, le=1000)
+    within_minutes: Minutes = 10
+    lock_minutes: Minutes = 60
+    lock_classes: list[NumberClass] = sorted(DEAR_CLASSES)
+    rule: str = "VL-1"
+
+
+class SimultaneousModel(_Model):
+    name: str = Field(min_length=1, pattern=_NAME)
+    classes: list[NumberClass] = [NumberClass.INTERNATIONAL]
+    max_calls: int = Field(ge=0, le=100_000)
+    lock_minutes: Minutes = 60
+    lock_classes: list[NumberClass] = sorted(DEAR_CLASSES)
+    rule: str = "VL-2"
+
+
+class DurationModel(AudienceModel):
+    classes: list[NumberClass] = sorted(CHARGED_CLASSES)
+    limit_minutes: Minutes = 3
+    cut_after_minutes: Minutes | None = None
+    warn_before_seconds: Annotated[int, Field(ge=1, le=3600)] | None = None
+    direction: Direction = Direction.OUTBOUND
+    rule: str | None = None
+
+
 class PolicyModel(_Model):
     schema_: Literal[1] = Field(alias="schema")
     extends: str | None = None
@@ -337,6 +426,12 @@ class PolicyModel(_Model):
     register_: RegisterModel = Field(default=RegisterModel(), alias="register")
     locations: dict[Annotated[str, Field(pattern=r"^[0-9]+$")], Location] = {}
     telesales: TelesalesModel = TelesalesModel()
+    hours: list[HoursModel] = []
+    countries: list[CountryListModel] = []
+    budgets: list[BudgetModel] = []
+    velocity: list[VelocityModel] = []
+    simultaneous: list[SimultaneousModel] = []
+    durations: list[DurationModel] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -740,6 +835,9 @@ def _to_domain(
         )
     rota = _rota(model, tz, sources, rota_may_be_missing=rota_may_be_missing)
     telesales = _telesales(model, people, rules, sources)
+    controls = _controls(
+        model, sources, roles=roles, people=people, rules=rules, schedules=schedules
+    )
     digest = hashlib.sha256("\n\x00".join(s.text for s in sources).encode()).hexdigest()[:12]
     policy = Policy(
         site=model.site.name,
@@ -768,6 +866,13 @@ def _to_domain(
         ),
         locations=dict(model.locations),
         telesales=telesales,
+        hours=controls.hours,
+        country_lists=controls.country_lists,
+        countries=controls.countries,
+        budgets=controls.budgets,
+        velocity=controls.velocity,
+        simultaneous=controls.simultaneous,
+        durations=controls.durations,
     )
     return policy, channels
 
@@ -816,6 +921,267 @@ def _telesales(
         min_talk=timedelta(seconds=tm.min_talk_seconds),
         workdays=workdays,
         rule_id=tm.rule,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Controls:
+    hours: tuple[HoursRule, ...]
+    country_lists: tuple[CountryList, ...]
+    countries: CountryBook
+    budgets: tuple[Budget, ...]
+    velocity: tuple[VelocityRule, ...]
+    simultaneous: tuple[SimultaneousRule, ...]
+    durations: tuple[DurationLimit, ...]
+
+
+def _classes(
+    values: Sequence[NumberClass], sources: Sequence[_Source], loc: tuple[Any, ...], what: str
+) -> frozenset[NumberClass]:
+    """Return classes a control acts on, refusing emergency (never restricted) and invalid."""
+    _check(
+        NumberClass.EMERGENCY not in values,
+        sources,
+        loc,
+        f"{'.'.join(str(p) for p in loc)}: emergency numbers can never be {what}",
+    )
+    _check(
+        NumberClass.INVALID not in values,
+        sources,
+        loc,
+        f"{'.'.join(str(p) for p in loc)}: 'invalid' is not a class a caller dials",
+    )
+    return frozenset(values)
+
+
+def _audience(
+    model: AudienceModel,
+    sources: Sequence[_Source],
+    loc: tuple[Any, ...],
+    *,
+    roles: Mapping[str, Role],
+    people: Mapping[str, Person],
+) -> Audience:
+    for role in model.roles:
+        _check(role in roles, sources, (*loc, "roles"), f"{_dotted(loc)}.roles: no role {role!r}")
+    for person in model.people:
+        _check(
+            person in people,
+            sources,
+            (*loc, "people"),
+            f"{_dotted(loc)}.people: no person {person!r}",
+        )
+    return Audience(
+        roles=frozenset(model.roles),
+        departments=frozenset(model.departments),
+        lines=frozenset(model.lines),
+        people=frozenset(model.people),
+    )
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _rule_named(
+    rule_id: str, sources: Sequence[_Source], loc: tuple[Any, ...], rules: Mapping[str, Rule]
+) -> str:
+    _check(rule_id in rules, sources, loc, f"{_dotted(loc)}: no rule named {rule_id!r}")
+    return rule_id
+
+
+def _unique_names(
+    items: Sequence[BudgetModel | VelocityModel | SimultaneousModel],
+    sources: Sequence[_Source],
+    section: str,
+) -> None:
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        _check(
+            item.name not in seen,
+            sources,
+            (section, index, "name"),
+            f"{section}[{index}].name: {item.name!r} is used twice",
+        )
+        seen.add(item.name)
+
+
+_KIND_NAMES = {
+    "working_hours": ("工作时间", "working hours"),
+    "operating_hours": ("营运时间", "operating hours"),
+}
+
+
+def _schedule_names(model: PolicyModel, name: str) -> tuple[str, str]:
+    """Return how reasons name a schedule: its own names, else by its kind and hours."""
+    schedule = model.schedules.get(name)
+    if schedule is None:  # "always" is built in
+        return "全天", "the whole day"
+    zh, en = _KIND_NAMES.get(schedule.kind, ("", ""))
+    if not zh and schedule.hours:
+        window = ", ".join(schedule.hours)
+        zh, en = f"规定时段（{window}）", f"the hours {window}"
+    return schedule.name_zh or zh or name, schedule.name_en or en or name
+
+
+def _controls(
+    model: PolicyModel,
+    sources: Sequence[_Source],
+    *,
+    roles: Mapping[str, Role],
+    people: Mapping[str, Person],
+    rules: Mapping[str, Rule],
+    schedules: Mapping[str, Schedule],
+) -> _Controls:
+    """Build the controls administrators add: hours, countries, budgets, locks, durations."""
+    hours = []
+    for index, hm in enumerate(model.hours):
+        loc: tuple[Any, ...] = ("hours", index)
+        _check(
+            hm.schedule in schedules,
+            sources,
+            (*loc, "schedule"),
+            f"hours[{index}].schedule: no schedule named {hm.schedule!r}",
+        )
+        named_zh, named_en = _schedule_names(model, hm.schedule)
+        hours.append(
+            HoursRule(
+                schedule=hm.schedule,
+                classes=_classes(hm.classes, sources, (*loc, "classes"), "restricted by hours"),
+                audience=_audience(hm, sources, loc, roles=roles, people=people),
+                label_zh=hm.label_zh or named_zh,
+                label_en=hm.label_en or named_en,
+                rule_id=_rule_named(hm.rule, sources, (*loc, "rule"), rules),
+            )
+        )
+    country_lists = []
+    countries = CountryBook()
+    if model.countries:
+        countries = country_book()
+    for index, cm in enumerate(model.countries):
+        loc = ("countries", index)
+        _check(
+            bool(cm.allow) != bool(cm.deny),
+            sources,
+            loc,
+            f"countries[{index}]: give either `allow` or `deny` (a list of calling codes)",
+        )
+        for key in ("allow", "deny"):
+            for code in getattr(cm, key):
+                _check(
+                    code in countries.countries,
+                    sources,
+                    (*loc, key),
+                    f"countries[{index}].{key}: no country has the calling code +{code}",
+                )
+        country_lists.append(
+            CountryList(
+                audience=_audience(cm, sources, loc, roles=roles, people=people),
+                allow=frozenset(cm.allow),
+                deny=frozenset(cm.deny),
+                rule_id=_rule_named(cm.rule, sources, (*loc, "rule"), rules),
+            )
+        )
+    _unique_names(model.budgets, sources, "budgets")
+    budgets = []
+    for index, bm in enumerate(model.budgets):
+        loc = ("budgets", index)
+        _check(
+            (bm.money is None) != (bm.minutes is None),
+            sources,
+            loc,
+            f"budgets[{index}]: give either `money` (yuan) or `minutes` per month",
+        )
+        if bm.per is BudgetScope.PERSON:
+            for who in bm.who:
+                _check(
+                    who in people,
+                    sources,
+                    (*loc, "who"),
+                    f"budgets[{index}].who: no person {who!r}",
+                )
+        budgets.append(
+            Budget(
+                name=bm.name,
+                per=bm.per,
+                unit=BudgetUnit.MONEY if bm.money is not None else BudgetUnit.MINUTES,
+                limit=bm.money if bm.money is not None else (bm.minutes or Decimal(0)),
+                classes=_classes(bm.classes, sources, (*loc, "classes"), "budgeted")
+                if bm.classes
+                else CHARGED_CLASSES,
+                who=frozenset(bm.who),
+                all_sites=bm.sites == "all",
+                alert_at=bm.alert_at,
+                rule_id=_rule_named(bm.rule, sources, (*loc, "rule"), rules),
+            )
+        )
+    _unique_names(model.velocity, sources, "velocity")
+    velocity = [
+        VelocityRule(
+            name=vm.name,
+            classes=_classes(vm.classes, sources, ("velocity", index, "classes"), "counted"),
+            attempts=vm.attempts,
+            within=timedelta(minutes=vm.within_minutes),
+            lock_for=timedelta(minutes=vm.lock_minutes),
+            lock_classes=_classes(
+                vm.lock_classes, sources, ("velocity", index, "lock_classes"), "locked"
+            ),
+            rule_id=_rule_named(vm.rule, sources, ("velocity", index, "rule"), rules),
+        )
+        for index, vm in enumerate(model.velocity)
+    ]
+    _unique_names(model.simultaneous, sources, "simultaneous")
+    simultaneous = [
+        SimultaneousRule(
+            name=sm.name,
+            classes=_classes(sm.classes, sources, ("simultaneous", index, "classes"), "counted"),
+            max_calls=sm.max_calls,
+            lock_for=timedelta(minutes=sm.lock_minutes),
+            lock_classes=_classes(
+                sm.lock_classes, sources, ("simultaneous", index, "lock_classes"), "locked"
+            ),
+            rule_id=_rule_named(sm.rule, sources, ("simultaneous", index, "rule"), rules),
+        )
+        for index, sm in enumerate(model.simultaneous)
+    ]
+    durations = []
+    for index, dm in enumerate(model.durations):
+        loc = ("durations", index)
+        cut = timedelta(minutes=dm.cut_after_minutes) if dm.cut_after_minutes else None
+        limit = timedelta(minutes=dm.limit_minutes)
+        _check(
+            cut is None or cut >= limit,
+            sources,
+            (*loc, "cut_after_minutes"),
+            f"durations[{index}].cut_after_minutes must not be below limit_minutes",
+        )
+        warn = timedelta(seconds=dm.warn_before_seconds) if dm.warn_before_seconds else None
+        _check(
+            warn is None or (cut is not None and warn < cut),
+            sources,
+            (*loc, "warn_before_seconds"),
+            f"durations[{index}].warn_before_seconds needs cut_after_minutes, and less time",
+        )
+        default_rule = "DU-1" if dm.direction is Direction.OUTBOUND else "DU-4"
+        durations.append(
+            DurationLimit(
+                classes=_classes(dm.classes, sources, (*loc, "classes"), "timed"),
+                audience=_audience(dm, sources, loc, roles=roles, people=people),
+                limit=limit,
+                cut_after=cut,
+                warn_before=warn,
+                direction=dm.direction,
+                rule_id=_rule_named(dm.rule or default_rule, sources, (*loc, "rule"), rules),
+            )
+        )
+    return _Controls(
+        hours=tuple(hours),
+        country_lists=tuple(country_lists),
+        countries=countries,
+        budgets=tuple(budgets),
+        velocity=tuple(velocity),
+        simultaneous=tuple(simultaneous),
+        durations=tuple(durations),
     )
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from pbxguard.domain.approvals import Approval
 from pbxguard.domain.dnd import DoNotDisturb
 from pbxguard.domain.evaluate import CallAttempt, Decision
-from pbxguard.domain.judging import judge
+from pbxguard.domain.judging import CallGate, judge
 from pbxguard.domain.policy import Policy
 
 
@@ -24,6 +24,19 @@ def check_call(
     approvals: Iterable[Approval],
     now: datetime,
     dnd: DoNotDisturb | None = None,
+    controls: CallGate | None = None,
 ) -> Decision:
-    """Return the verdict the pre-dial layer gives ``attempt`` (``pin`` included)."""
-    return judge(attempt, policy, now=now, approvals=approvals, allow_pin=True, dnd=dnd)
+    """Return the verdict the pre-dial layer gives ``attempt`` (``pin`` included).
+
+    The daemon passes its ``controls`` (velocity locks, budgets); the command line has none
+    and gives the policy's verdict. ``dnd`` is the site's do-not-disturb list (DND-1).
+    """
+    return judge(
+        attempt,
+        policy,
+        now=now,
+        approvals=approvals,
+        allow_pin=True,
+        dnd=dnd,
+        controls=controls,
+    )

@@ -35,8 +35,9 @@ from pbxguard.app.ami_events import (
     translate,
 )
 from pbxguard.app.checks import check_call
-from pbxguard.app.ports import Clock, EmergencyDesk, FactSink, Notifier, PbxControl
+from pbxguard.app.ports import CallerWarning, Clock, EmergencyDesk, FactSink, Notifier, PbxControl
 from pbxguard.domain.approvals import Approval
+from pbxguard.domain.budgets import SpendLine
 from pbxguard.domain.call_events import (
     ApprovalsChanged,
     ConnectionLost,
@@ -44,10 +45,12 @@ from pbxguard.domain.call_events import (
     HangupAccepted,
     HangupFailed,
     IntentsRestored,
+    LocksLoaded,
     OpenCut,
     PolicyChanged,
     ResyncDone,
     ResyncStarted,
+    SpendLoaded,
     Tick,
     TrackerEvent,
     VerdictGiven,
@@ -67,13 +70,15 @@ from pbxguard.domain.effects import (
     RecordCall,
     RecordCodeFailure,
     RecordDecision,
+    RecordLock,
     RecordOffence,
     RecordOffenceOutcome,
+    WarnCaller,
 )
 from pbxguard.domain.endpoints import EndpointBook
 from pbxguard.domain.evaluate import CallAttempt, Decision
 from pbxguard.domain.policy import CodeLimits, LineUse, Policy
-from pbxguard.domain.records import CallRef, CodeFailure, LedgerFact, OffenceFact
+from pbxguard.domain.records import CallRef, CodeFailure, LedgerFact, Lock, OffenceFact
 from pbxguard.domain.rota import Rota
 from pbxguard.domain.standby import StandbyWatch, WatchedLine
 from pbxguard.errors import AmiActionError, AmiConnectionError, JournalError, PbxGuardError
@@ -135,6 +140,7 @@ class GuardStats:
     #: Verdicts by (number class, verdict), both layers (the console's /metrics).
     decisions_by: Counter[tuple[str, str]] = field(default_factory=Counter)
     emergency_calls: int = 0
+    warnings: int = 0
 
 
 class Guard:
@@ -155,9 +161,13 @@ class Guard:
         approvals: Iterable[Approval] = (),
         emergency: Sequence[EmergencyDesk] = (),
         dnd: DoNotDisturb | None = None,
+        warner: CallerWarning | None = None,
+        spend: Iterable[SpendLine] = (),
+        locks: Iterable[Lock] = (),
     ) -> None:
         self.policy = policy
         self._pbx = pbx
+        self._warner = warner
         self._facts = facts
         self._notifier = notifier
         self._clock = clock
@@ -179,6 +189,10 @@ class Guard:
         self._tasks: set[asyncio.Task[None]] = set()
         self._alerts: dict[str, RaiseAlert] = {}
         self.stats = GuardStats()
+        # The month's spend and the locks in force, as the ledger (and the journal) has them:
+        # the controls start where the previous run stopped (alerts only queue here).
+        self.handle(SpendLoaded(clock.now(), tuple(spend)))
+        self.handle(LocksLoaded(clock.now(), tuple(locks)))
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -256,18 +270,40 @@ class Guard:
     # -- the pre-dial layer ---------------------------------------------------------------------
 
     def decide(self, attempt: CallAttempt, *, now: datetime) -> Decision:
-        """Decide an attempt before it rings, with the approvals (and their uses) held here."""
+        """Decide an attempt before it rings, with the approvals (and their uses) held here.
+
+        The tracker's controls take part: a velocity lock or a used-up budget refuses a call
+        the policy would let through.
+        """
         return check_call(
             attempt,
             policy=self.policy,
             approvals=self.tracker.approvals,
             now=now,
             dnd=self.tracker.dnd,
+            controls=self.tracker.controls,
         )
 
     def verdict_given(self, call: CallRef, decision: Decision, *, at: datetime) -> None:
         """Record a pre-dial verdict (written ahead) so the AMI layer does not judge it again."""
         self.handle(VerdictGiven(at, call, decision))
+        self._rearm()
+
+    def load_spend(self, lines: Iterable[SpendLine], *, foreign: bool) -> None:
+        """Replace the spend of this site (or of the other sites) by the ledger's totals."""
+        self.handle(SpendLoaded(self._clock.now(), tuple(lines), foreign=foreign))
+        self._rearm()
+
+    def load_locks(self, active: Iterable[Lock], lifted: Iterable[str]) -> None:
+        """Take in the locks the ledger has in force and those lifted by an administrator."""
+        self.handle(LocksLoaded(self._clock.now(), tuple(active), frozenset(lifted)))
+        self._rearm()
+
+    def _rearm(self) -> None:
+        due = self.tracker.next_due()
+        if due != self._last_due:
+            self._last_due = due
+            self._timer_wake.set()
 
     def code_failed(self, failure: CodeFailure) -> None:
         """Count a wrong authorization code (and lock the PIN route when there are too many)."""
@@ -384,6 +420,16 @@ class Guard:
                 self.stats.calls += 1
             elif isinstance(effect, NotifyEmergency):
                 self._notify_emergency(effect)
+            elif isinstance(effect, RecordLock):
+                log.warning(
+                    "dialling locked",
+                    lock=effect.lock.id,
+                    extension=effect.lock.extension or "site",
+                    rule=effect.lock.rule_id,
+                    until=effect.lock.until.isoformat(),
+                )
+            elif isinstance(effect, WarnCaller):
+                self._warn(effect)
 
     def _notify_emergency(self, effect: NotifyEmergency) -> None:
         """Hand an emergency call to every security-desk channel; none may stop the others."""
@@ -423,6 +469,8 @@ class Guard:
                 return effect.use
             case RecordCodeFailure():
                 return effect.failure
+            case RecordLock():
+                return effect.lock
         return None
 
     def _write_ahead(self, facts: Sequence[LedgerFact]) -> None:
@@ -473,6 +521,32 @@ class Guard:
         )
         self._notifier.call_hung_up(effect.channel, effect.linkedid, effect.rule_id)
         self.handle(HangupAccepted(self.pbx_now(), effect.channel))
+
+    def _warn(self, effect: WarnCaller) -> None:
+        if self._warner is None:
+            log.info(
+                "call about to be cut; no warning configured",
+                channel=effect.channel,
+                rule=effect.rule_id,
+                seconds_left=effect.seconds_left,
+            )
+            return
+        self._start(self._send_warning(self._warner, effect))
+
+    async def _send_warning(self, warner: CallerWarning, effect: WarnCaller) -> None:
+        try:
+            await warner.warn(effect.channel)
+        except PbxGuardError as exc:
+            # A warning is a courtesy: the cut goes ahead whether or not it was heard.
+            log.warning("warning not played", channel=effect.channel, error=str(exc))
+            return
+        self.stats.warnings += 1
+        log.info(
+            "caller warned",
+            channel=effect.channel,
+            rule=effect.rule_id,
+            seconds_left=effect.seconds_left,
+        )
 
     def _hangup_failed(self, effect: HangupChannel, error: str, *, connection_lost: bool) -> None:
         self.stats.hangups_failed += 1

@@ -33,6 +33,7 @@ from pbxguard.domain.entries import (
     OffenceFilter,
     RegisterEntry,
 )
+from pbxguard.domain.locks import LockEntry
 from pbxguard.domain.policy import Policy
 from pbxguard.domain.records import CallRef, CallSummary, CodeFailure, DecisionRecord, LedgerFact
 from pbxguard.domain.rota import Rota
@@ -54,6 +55,19 @@ class PbxControl(Protocol):
         Raises:
             AmiConnectionError: not connected, or the connection was lost before the reply.
             AmiActionError: Asterisk refused (e.g. "No such channel").
+            AmiActionTimeout: no reply in time.
+        """
+
+
+class CallerWarning(Protocol):
+    """Warns a caller, on their own channel only, that the call is about to be cut."""
+
+    async def warn(self, channel: str) -> None:
+        """Play the warning on exactly ``channel`` (the far end does not hear it).
+
+        Raises:
+            AmiConnectionError: not connected, or the connection was lost before the reply.
+            AmiActionError: Asterisk refused (e.g. the channel is gone).
             AmiActionTimeout: no reply in time.
         """
 
@@ -248,6 +262,19 @@ class CallLogPort(Protocol):
         site: str | None = None,
     ) -> Iterator[CallSummary]:
         """Yield stored calls, oldest first, in bounded memory."""
+
+
+class LockBookPort(Protocol):
+    """Velocity locks as the ledger keeps them."""
+
+    def entries(self, *, site: str | None = None, since: datetime | None = None) -> list[LockEntry]:
+        """Return locks (of ``site``, still running at ``since``) with their lifts."""
+
+    def get(self, lock_ref: str) -> LockEntry | None:
+        """Return one lock by its id or its 编号, if the ledger has it."""
+
+    def lift(self, lock_ref: str, *, by: str, at: datetime, reason: str) -> LockEntry:
+        """End a lock (named by its id or its 编号) early; return it as it now stands."""
 
 
 class RotaStore(Protocol):

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pbxguard.domain.approvals import Approval
+from pbxguard.domain.budgets import SpendLine
 from pbxguard.domain.channels import ChannelPlan
 from pbxguard.domain.dnd import DoNotDisturb
 from pbxguard.domain.evaluate import Decision
 from pbxguard.domain.policy import Policy
-from pbxguard.domain.records import CallRef
+from pbxguard.domain.records import CallRef, Lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +211,33 @@ class DoNotDisturbChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class SpendLoaded:
+    """The month's spend as the ledger has it (budgets), at start-up and for other sites.
+
+    ``lines`` replace what the tracker held: this site's spend (at start-up: the database and
+    the journal's calls not yet in it), or with ``foreign`` the other sites' spend, reloaded
+    now and then for budgets kept for every site.
+    """
+
+    at: datetime
+    lines: tuple[SpendLine, ...]
+    foreign: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LocksLoaded:
+    """The velocity locks as the ledger has them: those in force, and those lifted early.
+
+    At start-up ``active`` restores the locks of the previous run; later refreshes bring the
+    lifts written by ``pbxguard lock lift``.
+    """
+
+    at: datetime
+    active: tuple[Lock, ...]
+    lifted: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time has passed: apply what is due (hangup retries, alarm-phone occupancy)."""
 
@@ -236,6 +264,8 @@ TrackerEvent = (
     | ApprovalsChanged
     | PolicyChanged
     | IntentsRestored
+    | SpendLoaded
+    | LocksLoaded
     | Tick
     | DoNotDisturbChanged
 )

@@ -39,10 +39,18 @@ answered inbound call occupying the alarm phone past its grace is EM-1.
 
 An emergency call is never touched, and is told to the security desk once
 (`NotifyEmergency`), by whichever layer sees it first: the pre-dial verdict or the trunk leg.
+Controls with memory live here too (`CallControls`): every call attempt is counted once,
+whichever layer saw it first (velocity locks); every trunk leg is known while it lives
+(simultaneous calls, budgets); every finished outbound call's charge is added to the month's
+spend, which starts from the ledger's snapshot (`SpendLoaded`). An answered call is cut when
+its budget runs out or it passes a duration's hard limit (`pbxguard.domain.durations`): the
+guard writes the decision that cut it, with its rule and reason, ahead of the hangup.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -62,16 +70,28 @@ from pbxguard.domain.call_events import (
     HangupAccepted,
     HangupFailed,
     IntentsRestored,
+    LocksLoaded,
     OpenCut,
     PolicyChanged,
     ResyncDone,
     ResyncStarted,
+    SpendLoaded,
     Tick,
     TrackerEvent,
     VerdictGiven,
 )
 from pbxguard.domain.channels import ChannelPlan, TrunkRoute
+from pbxguard.domain.controls import CallControls
 from pbxguard.domain.dnd import DoNotDisturb
+from pbxguard.domain.durations import (
+    Step,
+    TalkingCall,
+    due_steps,
+    limit_for,
+    next_step,
+    on_end,
+    on_step,
+)
 from pbxguard.domain.duty_calls import (
     Occupation,
     RingEnd,
@@ -79,6 +99,7 @@ from pbxguard.domain.duty_calls import (
     late_answer_offence,
     occupancy_offence,
     rejection_offence,
+    responsible_person,
 )
 from pbxguard.domain.effects import (
     HANGUP_CAUSE_CALL_REJECTED,
@@ -98,10 +119,10 @@ from pbxguard.domain.enforcement import (
     enforcement,
     offence_of,
 )
-from pbxguard.domain.evaluate import CallAttempt, Decision, Verdict
+from pbxguard.domain.evaluate import CallAttempt, Decision, Verdict, refuse
 from pbxguard.domain.judging import judge
 from pbxguard.domain.numbers import NumberClass
-from pbxguard.domain.policy import Line, Mode, Policy
+from pbxguard.domain.policy import Direction, DurationLimit, Line, Mode, Policy
 from pbxguard.domain.records import (
     ApprovalUse,
     CallRef,
@@ -111,11 +132,14 @@ from pbxguard.domain.records import (
     OffenceOutcome,
     Outcome,
 )
+from pbxguard.domain.restrictions import Restriction
 
 #: Seconds between hangups of a leg that lives on: the first retry comes quickly, later ones
 #: back off so that a PBX refusing the action is not flooded.
 _RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
 _UP = "Up"
+#: A call's outcome when the guard hung it up while it talked (a budget, a duration limit).
+CUT_IN_CALL = "cut_in_call"
 
 # --- state ----------------------------------------------------------------------------------
 
@@ -152,6 +176,8 @@ class _Attempt:
     number: str
     decision: Decision
     began: datetime
+    linkedid: str
+    started_at: datetime
     answered_at: datetime | None = None
     answer_estimated: bool = False
     offences: list[str] = field(default_factory=list)
@@ -184,8 +210,26 @@ class _Call:
     attempts: dict[str, _Attempt] = field(default_factory=dict)
     rings: dict[str, _Ring] = field(default_factory=dict)
     dialling: set[str] = field(default_factory=set)
+    timed: set[str] = field(default_factory=set)
     last_event: int = 0
     last_seen: datetime | None = None
+
+
+@dataclass(slots=True)
+class _Timed:
+    """An answered call timed against a duration limit (DU-1 outbound, DU-4 inbound)."""
+
+    talking: TalkingCall
+    limit: DurationLimit
+    done: set[Step] = field(default_factory=set)
+    due: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.reschedule()
+
+    def reschedule(self) -> None:
+        """Work out when the next step not yet done is due (after steps were done)."""
+        self.due = next_step(self.limit, self.talking.answered_at, self.done)
 
 
 @dataclass(slots=True)
@@ -223,6 +267,13 @@ class CallTracker:
         self._events = 0
         self._snapshot: _Snapshot | None = None
         self._occupancies: dict[str, _Occupancy] = {}
+        self.controls = CallControls(policy)
+        self._timed: dict[str, _Timed] = {}
+        self._timers: list[tuple[datetime, int, str]] = []
+        self._timer_seq = itertools.count()
+        self._now: datetime | None = None
+        self._controls_due: datetime | None = None
+        self._controls_stale = True
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -246,16 +297,49 @@ class CallTracker:
         return self._channel_call.get(channel)
 
     def next_due(self) -> datetime | None:
-        """Return when a `Tick` is next needed (a hangup retry, an alarm-phone grace ending)."""
+        """Return when a `Tick` is next needed.
+
+        A hangup retry, an alarm-phone grace ending, a duration limit, a lock ending, a live
+        call that could reach its budget.
+        """
         due = [o.deadline for o in self._occupancies.values() if not o.flagged]
         due.extend(c.retry_at for c in self._cuts.values() if c.retry_at is not None)
+        timer = self._next_timer()
+        if timer is not None:
+            due.append(timer)
+        controls = self._controls_next_due()
+        if controls is not None:
+            due.append(controls)
         return min(due) if due else None
+
+    def _controls_next_due(self) -> datetime | None:
+        # A budget's end is worked out again only when a leg was answered, the spend or the
+        # policy changed, or a tick ran: between those, the answer given last is still a safe
+        # time to look again (a leg that ends only puts it further off).
+        if self._controls_stale and self._now is not None:
+            self._controls_due = self.controls.budget_due(self._now)
+            self._controls_stale = False
+        budget, lock = self._controls_due, self.controls.lock_due()
+        if budget is None or lock is None:
+            return budget or lock
+        return min(budget, lock)
+
+    def _next_timer(self) -> datetime | None:
+        while self._timers:
+            at, _, channel = self._timers[0]
+            timed = self._timed.get(channel)
+            if timed is not None and timed.due == at:
+                return at
+            heapq.heappop(self._timers)  # stale: the call ended, or the step was done
+        return None
 
     # -- the reducer --------------------------------------------------------------------------
 
     def handle(self, event: TrackerEvent) -> list[Effect]:
         """Apply one event and return the effects it causes, in the order to carry them out."""
         self._events += 1
+        if self._now is None or event.at > self._now:
+            self._now = event.at
         match event:
             case DialBegan():
                 return self._dial_began(event)
@@ -294,6 +378,8 @@ class CallTracker:
             case PolicyChanged():
                 self.policy = event.policy
                 self.channels = event.channels
+                self.controls.set_policy(event.policy)
+                self._controls_stale = True
                 return []
             case IntentsRestored():
                 self._restored.update((c.key, c) for c in event.cuts)
@@ -301,6 +387,11 @@ class CallTracker:
             case DoNotDisturbChanged():
                 self.dnd = event.numbers
                 return []
+            case SpendLoaded():
+                self._controls_stale = True
+                return self.controls.spend_loaded(event.lines, event.at, foreign=event.foreign)
+            case LocksLoaded():
+                return self.controls.locks_loaded(event.active, event.lifted, event.at)
             case Tick():
                 return self._tick(event.at)
         return []  # pragma: no cover - the union above is exhaustive
@@ -371,7 +462,7 @@ class CallTracker:
         call.last_seen = event.at
         attempt = call.attempts.get(event.channel)
         if attempt is not None and event.state == _UP and attempt.answered_at is None:
-            attempt.answered_at = event.at
+            self._answered(call, attempt, event.at)
 
     def _dial_began(self, event: DialBegan) -> list[Effect]:
         linkedid = event.linkedid or event.dest_linkedid
@@ -396,11 +487,14 @@ class CallTracker:
         extension = self.channels.phone_extension(event.dest_channel)
         if extension is not None:
             line = self.policy.line(extension)
-            if line is not None and (
-                line.answer_within is not None
-                or line.occupancy_grace is not None
-                or line.reject_rule
-            ):
+            if (
+                line is not None
+                and (
+                    line.answer_within is not None
+                    or line.occupancy_grace is not None
+                    or line.reject_rule
+                )
+            ) or self._inbound_timed(call):
                 call.rings[event.dest_channel] = _Ring(extension, event.dest_channel, event.at)
         return []
 
@@ -413,10 +507,12 @@ class CallTracker:
         call.last_seen = event.at
         attempt = call.attempts.get(event.dest_channel)
         if attempt is not None and event.status == "ANSWER" and attempt.answered_at is None:
-            attempt.answered_at = event.at
+            self._answered(call, attempt, event.at)
         ring = call.rings.pop(event.dest_channel, None)
         if ring is None:
             return []
+        if event.status == "ANSWER":
+            self._time_inbound(call, ring, event.at)
         line = self.policy.line(ring.extension)
         if line is None:
             return []
@@ -439,6 +535,8 @@ class CallTracker:
         call.last_event = self._events
         call.last_seen = event.at
         effects: list[Effect] = []
+        if event.channel not in call.attempts:
+            effects.extend(self._timed_end(event.channel, event.at))
         attempt = call.attempts.get(event.channel)
         if attempt is not None and not attempt.ended:
             effects.extend(self._attempt_ended(attempt, event.at, cause=event.cause))
@@ -468,6 +566,7 @@ class CallTracker:
             now=at,
             approvals=self._approvals.values(),
             dnd=self.dnd,
+            controls=self.controls,
         )
 
     def _open_attempt(
@@ -483,9 +582,10 @@ class CallTracker:
         """Judge a new trunk leg at ``at`` (it began at ``began``, by default then too)."""
         call.direction = "outbound"
         call.dialled = number
-        attempt = _Attempt(trunk, number, decision, began or at)
+        attempt = _Attempt(trunk, number, decision, began or at, call.linkedid, call.started_at)
         call.attempts[trunk] = attempt
         ref = CallRef(call.linkedid, call.uniqueid, call.channel)
+        self.controls.leg_opened(attempt)
         effects: list[Effect] = [
             RecordDecision(
                 decision_record(
@@ -501,6 +601,7 @@ class CallTracker:
         effects.extend(
             self._notify_emergency(ref, decision, at, Layer.AMI, caller_name=call.caller_name)
         )
+        effects.extend(self._attempted(call.linkedid, decision, at))
         if decision.allowed:
             effects.extend(self._check_dispatch_use(call, decision, at))
             return effects
@@ -569,6 +670,9 @@ class CallTracker:
                 decision, policy=policy, at=event.at, call=ref, outcome=meaning.offence
             )
             effects.append(RecordOffence(draft))
+        effects.extend(self._attempted(ref.linkedid, decision, event.at))
+        if meaning.answer is Verdict.ALLOW:
+            self.controls.dial_allowed(ref.linkedid, decision, event.at)
         return effects
 
     def _notify_emergency(
@@ -590,6 +694,10 @@ class CallTracker:
             decision, self.policy, call=call, at=at, layer=layer, caller_name=caller_name
         )
         return [NotifyEmergency(notice)]
+
+    def _attempted(self, call_key: str, decision: Decision, at: datetime) -> list[Effect]:
+        """Count a call attempt once (a lock it imposes ends in `next_due`)."""
+        return self.controls.attempted(call_key, decision, at)
 
     # -- hangups ------------------------------------------------------------------------------
 
@@ -626,6 +734,16 @@ class CallTracker:
 
     def _tick(self, now: datetime) -> list[Effect]:
         effects: list[Effect] = []
+        effects.extend(self._timed_due(now))
+        controls, overruns = self.controls.tick(now)
+        self._controls_stale = True
+        effects.extend(controls)
+        for overrun in overruns:
+            linkedid = self._channel_call.get(overrun.trunk)
+            call = self._calls.get(linkedid or "")
+            attempt = call.attempts.get(overrun.trunk) if call is not None else None
+            if call is not None and attempt is not None:
+                effects.extend(self._cut_in_call(call, attempt, overrun.why, now))
         for channel, cut in list(self._cuts.items()):
             if cut.retry_at is not None and cut.retry_at <= now:
                 effects.append(self._send_cut(channel, cut, now))
@@ -648,8 +766,12 @@ class CallTracker:
         alive_until: datetime | None = None,
     ) -> list[Effect]:
         attempt.ended = True
+        # A leg that ends only puts its budget's end further off: the due time known is early
+        # at worst (a tick that finds nothing to do), so it is not worked out again here.
+        self.controls.leg_ended(attempt.trunk)
+        timed = self._timed_end(attempt.trunk, at if observed else (alive_until or at))
         if not attempt.offences:
-            return []
+            return timed
         end = at if observed else (alive_until or at)
         talk = end - attempt.answered_at if attempt.answered_at is not None else timedelta(0)
         talk = max(talk, timedelta(0))
@@ -678,7 +800,7 @@ class CallTracker:
                 )
             )
             for key in attempt.offences
-        ]
+        ] + timed
 
     def _finish(self, call: _Call, at: datetime) -> list[Effect]:
         self._calls.pop(call.linkedid, None)
@@ -691,8 +813,13 @@ class CallTracker:
             self._prejudged.pop(dialling, None)
         self._prejudged.pop(call.uniqueid, None)
         self._uses.pop(call.linkedid, None)
+        for leg in call.attempts.values():
+            self.controls.leg_ended(leg.trunk)
+        for channel in call.timed:
+            self._timed.pop(channel, None)
         attempt = self._main_attempt(call)
         if call.direction != "outbound" or attempt is None:
+            self.controls.call_ended(call.linkedid, None)
             return []
         decision = attempt.decision
         answered = attempt.answered_at
@@ -719,7 +846,7 @@ class CallTracker:
             outcome=self._call_outcome(call, attempt),
             charge=charge,
         )
-        return [RecordCall(summary)]
+        return [RecordCall(summary), *self.controls.call_ended(call.linkedid, summary)]
 
     @staticmethod
     def _main_attempt(call: _Call) -> _Attempt | None:
@@ -818,8 +945,8 @@ class CallTracker:
             if item.state == _UP and attempt.answered_at is None:
                 # Answered while the guard could not see it: the resync is the earliest
                 # moment known for sure, so the talk time is never overstated.
-                attempt.answered_at = at
                 attempt.answer_estimated = True
+                self._answered(call, attempt, at)
         return effects
 
     def _dialled_on(self, route: TrunkRoute, trunk: ChannelSeen, call: _Call) -> str:
@@ -951,6 +1078,145 @@ class CallTracker:
         effects: list[Effect] = [RecordOffence(draft)]
         if enforce:
             effects.append(self._order_cut(channel, call.linkedid, "EM-1", now))
+        return effects
+
+    # -- answered calls: durations and budgets ---------------------------------------------
+
+    def _answered(self, call: _Call, attempt: _Attempt, at: datetime) -> None:
+        """A trunk leg was answered: its spend starts, and a duration limit may time it."""
+        attempt.answered_at = at
+        self.controls.leg_answered(attempt)
+        self._controls_stale = True
+        decision = attempt.decision
+        if not decision.allowed:
+            return  # a forbidden call is an offence of its own, and is being cut
+        talking = TalkingCall(
+            call=_ref(call),
+            channel=attempt.trunk,
+            caller_channel=call.channel,
+            extension=decision.extension,
+            person_id=decision.person_id,
+            person_name=decision.person_name,
+            department=decision.department,
+            role=decision.role,
+            number=decision.classification.number,
+            number_class=decision.number_class,
+            answered_at=at,
+            direction=Direction.OUTBOUND,
+        )
+        self._time(call, talking)
+
+    def _inbound_timed(self, call: _Call) -> bool:
+        """Tell whether a call coming in from outside may be timed (DU-4 limits exist)."""
+        return (
+            any(limit.direction is Direction.INBOUND for limit in self.policy.durations)
+            and self.channels.phone_extension(call.channel) is None
+        )
+
+    def _time_inbound(self, call: _Call, ring: _Ring, at: datetime) -> None:
+        """An inbound call from outside was answered on a site phone: time it (DU-4)."""
+        if not self._inbound_timed(call):
+            return
+        line = self.policy.line(ring.extension)
+        person = (
+            responsible_person(self.policy, line, ring.extension, at)
+            if line is not None
+            else self.policy.person_at(ring.extension)
+        )
+        talking = TalkingCall(
+            call=_ref(call),
+            channel=ring.dest_channel,
+            caller_channel=ring.dest_channel,
+            extension=ring.extension,
+            person_id=person.id if person else "",
+            person_name=person.name if person else "",
+            department=person.department if person else "",
+            role=self.policy.role_of(person).id,
+            number=call.extension,
+            number_class=None,
+            answered_at=at,
+            direction=Direction.INBOUND,
+        )
+        self._time(call, talking)
+
+    def _time(self, call: _Call, talking: TalkingCall) -> None:
+        limit = limit_for(self.policy, talking)
+        if limit is None:
+            return
+        timed = _Timed(talking, limit)
+        self._timed[talking.channel] = timed
+        call.timed.add(talking.channel)
+        self._schedule(talking.channel, timed)
+
+    def _schedule(self, channel: str, timed: _Timed) -> None:
+        if timed.due is not None:
+            heapq.heappush(self._timers, (timed.due, next(self._timer_seq), channel))
+
+    def _timed_due(self, now: datetime) -> list[Effect]:
+        effects: list[Effect] = []
+        while self._timers and self._timers[0][0] <= now:
+            at, _, channel = heapq.heappop(self._timers)
+            timed = self._timed.get(channel)
+            if timed is None or timed.due != at:
+                continue
+            effects.extend(self._duration_steps(channel, timed, now))
+            timed.reschedule()
+            self._schedule(channel, timed)
+        return effects
+
+    def _duration_steps(self, channel: str, timed: _Timed, now: datetime) -> list[Effect]:
+        talking = timed.talking
+        effects: list[Effect] = []
+        for step in due_steps(timed.limit, talking.answered_at, now, timed.done):
+            timed.done.add(step)
+            outcome = on_step(self.policy, talking, timed.limit, step, now)
+            effects.extend(outcome.effects)
+            if outcome.cut is not None:
+                effects.extend(self._cut_talking(channel, talking.call.linkedid, outcome.cut, now))
+        return effects
+
+    def _cut_talking(
+        self, channel: str, linkedid: str, why: Restriction, now: datetime
+    ) -> list[Effect]:
+        """Cut a talking leg for a control: a trunk leg with its decision, else the channel."""
+        call = self._calls.get(linkedid)
+        if call is None:
+            return []
+        attempt = call.attempts.get(channel)
+        if attempt is not None:
+            return self._cut_in_call(call, attempt, why, now)
+        if self.policy.mode is not Mode.ENFORCE:
+            return []
+        call.outcome = CUT_IN_CALL
+        return [self._order_cut(channel, call.linkedid, why.rule_id, now)]
+
+    def _timed_end(self, channel: str, at: datetime) -> list[Effect]:
+        """A timed leg ended: what its limit calls for now (a record nobody made in time)."""
+        timed = self._timed.pop(channel, None)
+        if timed is None:
+            return []
+        return on_end(self.policy, timed.talking, timed.limit, timed.done, at)
+
+    def _cut_in_call(
+        self, call: _Call, attempt: _Attempt, why: Restriction, now: datetime
+    ) -> list[Effect]:
+        """Cut a talking call for a control (its budget, its duration), recording why first."""
+        decision = refuse(attempt.decision, self.policy, why)
+        ref = _ref(call)
+        effects: list[Effect] = [
+            RecordDecision(
+                decision_record(
+                    decision,
+                    key=f"{self.policy.site}:{call.uniqueid}:ami:{why.rule_id}:{attempt.trunk}",
+                    at=now,
+                    call=ref,
+                    layer=Layer.AMI,
+                )
+            )
+        ]
+        if self.policy.mode is Mode.ENFORCE and not attempt.ended:
+            call.outcome = CUT_IN_CALL
+            effects.append(self._order_cut(attempt.trunk, call.linkedid, why.rule_id, now))
         return effects
 
     # -- approvals ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pbxguard.domain.records import (
     CallSummary,
     CodeFailure,
     DecisionRecord,
+    Lock,
     OffenceDraft,
     OffenceOutcome,
 )
@@ -86,6 +87,34 @@ class RecordCodeFailure:
     failure: CodeFailure
 
 
+@dataclass(frozen=True, slots=True)
+class RecordLock:
+    """Store a velocity lock (written ahead: it survives a restart)."""
+
+    lock: Lock
+
+
+@dataclass(frozen=True, slots=True)
+class WarnCaller:
+    """Tell the caller on ``channel`` that the call will be cut soon (a duration's hard limit).
+
+    Attributes:
+        channel: the caller's channel (the one that hears the warning).
+        linkedid: the call.
+        rule_id: the rule whose limit is near (DU-1, DU-4).
+        seconds_left: how long until the call is cut.
+        message_zh: the warning, in Chinese (for logs and subscribers).
+        message_en: the warning, in English.
+    """
+
+    channel: str
+    linkedid: str
+    rule_id: str
+    seconds_left: int
+    message_zh: str
+    message_en: str
+
+
 class AlertKind(enum.StrEnum):
     """What an alert is about."""
 
@@ -93,6 +122,8 @@ class AlertKind(enum.StrEnum):
     UNCOVERED = "uncovered"  # a duty group has nobody on duty, or no reachable phone
     CODE_GUESSING = "code_guessing"  # too many wrong authorization codes: PIN route locked
     LEDGER = "ledger"  # the ledger's hash chain is broken, or an entry could not be written
+    BUDGET = "budget"  # a monthly call budget reached its alert share, or was used up
+    LOCKED = "locked"  # too many calls too fast: an extension's (or the site's) dialling locked
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +194,9 @@ LedgerEffect = (
     | RecordCall
     | CountApprovalUse
     | RecordCodeFailure
+    | RecordLock
 )
 """Effects the ledger writer carries out (through the write-ahead journal)."""
 
-Effect = HangupChannel | LedgerEffect | RaiseAlert | ClearAlert | NotifyEmergency
+Effect = HangupChannel | LedgerEffect | RaiseAlert | ClearAlert | NotifyEmergency | WarnCaller
 """Everything the core may ask for."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from pbxguard.domain.approvals import Approval, find_covering_approval
 from pbxguard.domain.dnd import DND_RULE, DoNotDisturb, listed
 from pbxguard.domain.numbers import LONG_DISTANCE_CLASSES, Classification, NumberClass
 from pbxguard.domain.policy import Line, LineUse, Person, Policy, Role, Rule
+from pbxguard.domain.restrictions import Restriction, restriction
 
 
 class Verdict(enum.StrEnum):
@@ -214,8 +215,18 @@ def evaluate(
                 "promotion line",
             ),
         )
+
+    def unless_restricted(allowed: Decision) -> Decision:
+        # Hours and country lists narrow a permission; they never replace a fined denial.
+        why = restriction(
+            policy, classification, role=role, person=person, extension=call.extension, now=now
+        )
+        return allowed if why is None else refuse(allowed, policy, why)
+
     if _permitted(number_class, role, line):
-        return decide(Verdict.ALLOW, None, (f"允许拨打{label_zh}", f"{label_en} allowed"))
+        return unless_restricted(
+            decide(Verdict.ALLOW, None, (f"允许拨打{label_zh}", f"{label_en} allowed"))
+        )
     approval = find_covering_approval(
         approvals,
         person_id=person.id if person else "",
@@ -224,14 +235,18 @@ def evaluate(
         now=now,
     )
     if approval is not None:
-        return decide(
-            Verdict.ALLOW,
-            None,
-            (f"已获{approval.granted_by}批准", f"approved by {approval.granted_by}"),
-            approval_id=approval.id,
+        return unless_restricted(
+            decide(
+                Verdict.ALLOW,
+                None,
+                (f"已获{approval.granted_by}批准", f"approved by {approval.granted_by}"),
+                approval_id=approval.id,
+            )
         )
     if allow_pin and call.code_owner is None and number_class in policy.pin_classes:
-        return decide(Verdict.PIN, None, ("请输入授权码", "authorization code required"))
+        return unless_restricted(
+            decide(Verdict.PIN, None, ("请输入授权码", "authorization code required"))
+        )
     rule = policy.rules.get(policy.class_rules.get(number_class, ""))
     if number_class in LONG_DISTANCE_CLASSES:
         reason = (
@@ -243,6 +258,25 @@ def evaluate(
     else:
         reason = (f"无权拨打{label_zh}", f"not allowed to dial {label_en}")
     return decide(Verdict.DENY, rule, reason)
+
+
+def refuse(decision: Decision, policy: Policy, why: Restriction) -> Decision:
+    """Return ``decision`` turned into a refusal for ``why`` (an offence if its rule fines).
+
+    Used for calls a caller could otherwise make: outside a schedule, to a country not on the
+    list, from a locked extension, over a used-up budget. No approval is used by a refused call.
+    """
+    rule = policy.rules.get(why.rule_id)
+    return replace(
+        decision,
+        verdict=Verdict.DENY,
+        rule_id=why.rule_id,
+        reason_zh=why.reason_zh,
+        reason_en=why.reason_en,
+        citation=rule.citation if rule else "",
+        approval_id="",
+        offence=rule is not None and rule.has_penalty,
+    )
 
 
 def _responsible_person(call: CallAttempt, policy: Policy) -> Person | None:

@@ -10,9 +10,11 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from pbxguard.domain.calendars import HolidayTable, Schedule
+from pbxguard.domain.countries import CountryBook
 from pbxguard.domain.numbers import NumberClass, NumberClassifier, NumberingPlan
 from pbxguard.domain.penalties import PenaltySpec
 from pbxguard.domain.rota import Rota
@@ -166,6 +168,202 @@ class CodeLimits:
     min_digits: int = 4
 
 
+#: The classes a velocity lock stops by default: everything that costs real money.
+DEAR_CLASSES = frozenset(
+    {
+        NumberClass.DOMESTIC_LD,
+        NumberClass.HK_MACAU,
+        NumberClass.TAIWAN,
+        NumberClass.INTERNATIONAL,
+        NumberClass.PREMIUM,
+    }
+)
+#: The classes a budget counts when it names none: every class the carrier charges for.
+CHARGED_CLASSES = frozenset(
+    {
+        NumberClass.LOCAL,
+        NumberClass.MOBILE,
+        NumberClass.DOMESTIC_LD,
+        NumberClass.HK_MACAU,
+        NumberClass.TAIWAN,
+        NumberClass.INTERNATIONAL,
+        NumberClass.PREMIUM,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """Whom a control applies to: callers with one of these roles, departments, lines or ids.
+
+    Empty, it applies to everyone. A caller matches when any one of the lists names them.
+    """
+
+    roles: frozenset[str] = frozenset()
+    departments: frozenset[str] = frozenset()
+    lines: frozenset[str] = frozenset()
+    people: frozenset[str] = frozenset()
+
+    @property
+    def everyone(self) -> bool:
+        """Tell whether the audience is everyone (no list given)."""
+        return not (self.roles or self.departments or self.lines or self.people)
+
+    def includes(self, *, role: str, department: str, extension: str, person_id: str) -> bool:
+        """Tell whether a caller belongs to the audience."""
+        return (
+            self.everyone
+            or role in self.roles
+            or (bool(department) and department in self.departments)
+            or extension in self.lines
+            or (bool(person_id) and person_id in self.people)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HoursRule:
+    """Classes that may be dialled only while a schedule is active (e.g. working hours).
+
+    Attributes:
+        schedule: the schedule's name (``[schedules.NAME]``).
+        classes: the classes it restricts (never emergency).
+        audience: whom it applies to (everyone by default, department heads included).
+        label_zh: the schedule's name in reasons, in Chinese ("工作时间").
+        label_en: the same in English ("working hours").
+        rule_id: the rule a refused call is recorded under.
+    """
+
+    schedule: str
+    classes: frozenset[NumberClass]
+    audience: Audience = field(default_factory=Audience)
+    label_zh: str = ""
+    label_en: str = ""
+    rule_id: str = "HO-1"
+
+
+@dataclass(frozen=True, slots=True)
+class CountryList:
+    """International calls allowed (or denied) by country, for an audience.
+
+    With ``allow`` only the listed calling codes may be called; with ``deny`` every code but
+    the listed ones. Every list that matches a caller must let the call through.
+    """
+
+    audience: Audience
+    allow: frozenset[str] = frozenset()
+    deny: frozenset[str] = frozenset()
+    rule_id: str = "CL-1"
+
+    def permits(self, code: str | None) -> bool:
+        """Tell whether a call to calling code ``code`` (None: unknown) passes this list."""
+        if self.allow:
+            return code is not None and code in self.allow
+        return code is None or code not in self.deny
+
+
+class BudgetScope(enum.StrEnum):
+    """What one budget is kept for."""
+
+    PERSON = "person"
+    DEPARTMENT = "department"
+    LINE = "line"
+    COMPANY = "company"
+
+
+class BudgetUnit(enum.StrEnum):
+    """What a budget counts."""
+
+    MONEY = "money"  # yuan, from the tariff
+    MINUTES = "minutes"  # talk time
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A monthly budget for calls (call accounting), in yuan or minutes.
+
+    Attributes:
+        name: the budget's id in alerts, reasons and the policy file.
+        per: one budget per person, department, line, or one for the whole company.
+        unit: money (yuan, from the tariff) or minutes of talk time.
+        limit: the amount per month (yuan or minutes).
+        classes: the classes it counts and, once used up, refuses.
+        who: the people, departments or lines it is kept for (empty: each one of them).
+        all_sites: count the calls of every site of the ledger (company-wide), not this
+            site's only.
+        alert_at: the share of the limit at which an alert is raised.
+        rule_id: the rule refusals and cuts are recorded under.
+    """
+
+    name: str
+    per: BudgetScope
+    unit: BudgetUnit
+    limit: Decimal
+    classes: frozenset[NumberClass] = CHARGED_CLASSES
+    who: frozenset[str] = frozenset()
+    all_sites: bool = False
+    alert_at: Decimal = Decimal("0.8")
+    rule_id: str = "BU-1"
+
+
+@dataclass(frozen=True, slots=True)
+class VelocityRule:
+    """Too many calls of some classes from one extension in a short time locks its dialling.
+
+    The ``attempts``-th attempt (allowed or not) within ``within`` locks the extension's
+    ``lock_classes`` for ``lock_for``.
+    """
+
+    name: str
+    classes: frozenset[NumberClass]
+    attempts: int = 5
+    within: timedelta = timedelta(minutes=10)
+    lock_for: timedelta = timedelta(minutes=60)
+    lock_classes: frozenset[NumberClass] = DEAR_CLASSES
+    rule_id: str = "VL-1"
+
+
+@dataclass(frozen=True, slots=True)
+class SimultaneousRule:
+    """More than ``max_calls`` calls of some classes at once, site-wide, locks the site."""
+
+    name: str
+    classes: frozenset[NumberClass]
+    max_calls: int
+    lock_for: timedelta = timedelta(minutes=60)
+    lock_classes: frozenset[NumberClass] = DEAR_CLASSES
+    rule_id: str = "VL-2"
+
+
+class Direction(enum.StrEnum):
+    """Which calls a duration limit times."""
+
+    OUTBOUND = "outbound"  # calls made from the site's phones (DU-1)
+    INBOUND = "inbound"  # calls answered on the site's phones (DU-4)
+
+
+@dataclass(frozen=True, slots=True)
+class DurationLimit:
+    """How long a call may talk (DU-1 business calls, DU-4 incoming private calls).
+
+    Attributes:
+        classes: the classes it times (outbound calls); ignored for inbound ones.
+        audience: whose calls it times (the caller, or the callee for inbound calls).
+        limit: talk time after which the call is recorded under ``rule_id``.
+        cut_after: talk time after which the call is hung up (enforce mode), if set.
+        warn_before: how long before ``cut_after`` the caller is warned, if set.
+        direction: outbound (DU-1) or inbound (DU-4) calls.
+        rule_id: the rule an overlong call breaks.
+    """
+
+    classes: frozenset[NumberClass]
+    audience: Audience = field(default_factory=Audience)
+    limit: timedelta = timedelta(minutes=3)
+    cut_after: timedelta | None = None
+    warn_before: timedelta | None = None
+    direction: Direction = Direction.OUTBOUND
+    rule_id: str = "DU-1"
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """A complete, validated policy bundle for one site.
@@ -193,6 +391,13 @@ class Policy:
         locations: where each phone is (the room, the desk), by extension, for the security
             desk's emergency notification.
         telesales: the telesales call quota (QU-1), when the site has one.
+        hours: classes a caller may dial only while a schedule is active.
+        country_lists: international calls allowed or denied by country.
+        countries: calling codes and country names (for country lists and reasons).
+        budgets: monthly call budgets (call accounting).
+        velocity: too many attempts from one extension lock its dear classes.
+        simultaneous: too many calls at once, site-wide, lock the site's dear classes.
+        durations: how long calls may talk (DU-1, DU-4).
     """
 
     site: str
@@ -215,6 +420,13 @@ class Policy:
     code_limits: CodeLimits = field(default_factory=CodeLimits)
     locations: Mapping[str, str] = field(default_factory=dict)
     telesales: Telesales | None = None
+    hours: tuple[HoursRule, ...] = ()
+    country_lists: tuple[CountryList, ...] = ()
+    countries: CountryBook = field(default_factory=CountryBook)
+    budgets: tuple[Budget, ...] = ()
+    velocity: tuple[VelocityRule, ...] = ()
+    simultaneous: tuple[SimultaneousRule, ...] = ()
+    durations: tuple[DurationLimit, ...] = ()
     _by_extension: Mapping[str, Person] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

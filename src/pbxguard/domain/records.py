@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from pbxguard.domain.numbers import NumberClass
 from pbxguard.domain.penalties import ZERO
 from pbxguard.domain.policy import Rule
 
@@ -256,5 +257,61 @@ class OffenceFact:
     timezone: ZoneInfo
 
 
-LedgerFact = DecisionRecord | OffenceFact | OffenceOutcome | CallSummary | ApprovalUse | CodeFailure
+class LockScope(enum.StrEnum):
+    """What a velocity lock stops: one extension's dialling, or the whole site's."""
+
+    EXTENSION = "extension"
+    SITE = "site"
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """Outside dialling of some classes stopped for a while (VL-1, VL-2), until lifted.
+
+    Attributes:
+        id: the lock's id (stable: a lock written twice is stored once).
+        scope: one extension, or the whole site.
+        extension: the locked extension ("" for a site lock).
+        person_id: the extension's owner, if known.
+        classes: the classes it refuses (never emergency).
+        rule_id: the rule that imposed it.
+        at: when it was imposed.
+        until: when it ends by itself.
+        reason_zh: why, in Chinese.
+        reason_en: why, in English.
+    """
+
+    id: str
+    scope: LockScope
+    extension: str
+    person_id: str
+    classes: frozenset[NumberClass]
+    rule_id: str
+    at: datetime
+    until: datetime
+    reason_zh: str
+    reason_en: str
+
+    def covers(self, extension: str, number_class: NumberClass, now: datetime) -> bool:
+        """Tell whether the lock refuses a call of ``number_class`` from ``extension`` now."""
+        if number_class is NumberClass.EMERGENCY or not self.at <= now < self.until:
+            return False
+        if self.scope is LockScope.EXTENSION and extension != self.extension:
+            return False
+        return number_class in self.classes
+
+
+@dataclass(frozen=True, slots=True)
+class LockLift:
+    """An administrator ended a lock early (``pbxguard lock lift``)."""
+
+    lock_id: str
+    at: datetime
+    by: str
+    reason: str
+
+
+LedgerFact = (
+    DecisionRecord | OffenceFact | OffenceOutcome | CallSummary | ApprovalUse | CodeFailure | Lock
+)
 """A fact the guard writes to the ledger through the write-ahead journal."""

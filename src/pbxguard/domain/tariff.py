@@ -22,6 +22,11 @@ class Rate:
     per_minute: Decimal
     increment_seconds: int = 60
 
+    def charge(self, talk_time: timedelta) -> Decimal:
+        """Return what ``talk_time`` costs at this rate, in yuan."""
+        seconds = billed_seconds(talk_time, self.increment_seconds)
+        return yuan(self.per_minute * seconds / 60)
+
 
 @dataclass(frozen=True, slots=True)
 class Tariff:
@@ -44,5 +49,4 @@ class Tariff:
         rate = self.rate_for(number, number_class)
         if rate is None:
             return ZERO
-        seconds = billed_seconds(talk_time, rate.increment_seconds)
-        return yuan(rate.per_minute * seconds / 60)
+        return rate.charge(talk_time)

@@ -35,6 +35,8 @@ from pbxguard.errors import LedgerError, PbxGuardError
 log = structlog.get_logger(__name__)
 
 APPROVALS_REFRESH_SECONDS = 30.0
+#: How often the ledger is asked for lifted locks and other sites' spend.
+CONTROLS_REFRESH_SECONDS = 10.0
 POLICY_CHECK_SECONDS = 5.0
 #: Rows of each hash-chain stream checked at start-up (a full check is `pbxguard ledger verify`).
 VERIFY_TAIL = 1000
@@ -55,8 +57,10 @@ class Daemon:
         policy_check: float = POLICY_CHECK_SECONDS,
         extra_tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]] | None = None,
         systemd: SystemdNotifier | None = None,
+        controls_refresh: float = CONTROLS_REFRESH_SECONDS,
     ) -> None:
         self.parts = parts
+        self._controls_refresh = controls_refresh
         self._systemd = systemd or SystemdNotifier.from_environment()
         self._approvals_refresh = approvals_refresh
         self._policy_check = policy_check
@@ -109,6 +113,7 @@ class Daemon:
                     group.create_task(parts.ami.run(), name="ami"),
                     group.create_task(parts.guard.run_timers(), name="timers"),
                     group.create_task(self._approvals_loop(), name="approvals"),
+                    group.create_task(self._controls_loop(), name="controls"),
                     group.create_task(self._policy_watch(), name="policy-watch"),
                     group.create_task(parts.register_watch.run(), name="register-watch"),
                     group.create_task(self._verify_tail(), name="verify-ledger"),
@@ -212,6 +217,41 @@ class Daemon:
         while True:
             await self.refresh_approvals()
             await asyncio.sleep(self._approvals_refresh)
+
+    async def refresh_controls(self) -> None:
+        """Bring in what the ledger knows and the guard does not.
+
+        Locks an administrator lifted (``pbxguard lock lift``), the other sites' spend for
+        budgets kept for every site, and this site's spend before the start if the ledger
+        could not be read then.
+        """
+        parts = self.parts
+        guard = parts.guard
+        now = parts.clock.now()
+        try:
+            if parts.locks is not None:
+                held = [lock.id for lock in guard.tracker.controls.locks.locks]
+                lifted = await asyncio.to_thread(parts.locks.lifted, held)
+                active = await asyncio.to_thread(parts.locks.active, now, site=guard.policy.site)
+                guard.load_locks(active, lifted)
+                for lock_id in lifted:
+                    log.info("lock lifted", lock=lock_id)
+            if parts.spend is not None:
+                if not parts.spend_ready:
+                    lines = await asyncio.to_thread(parts.spend.before_start)
+                    guard.load_spend(lines, foreign=False)
+                    parts.spend_ready = True
+                    log.info("month's spend loaded for budgets", lines=len(lines))
+                if any(budget.all_sites for budget in guard.policy.budgets):
+                    foreign = await asyncio.to_thread(parts.spend.other_sites, now)
+                    guard.load_spend(foreign, foreign=True)
+        except PbxGuardError as exc:
+            log.warning("could not refresh locks and budgets from the ledger", error=str(exc))
+
+    async def _controls_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._controls_refresh)
+            await self.refresh_controls()
 
     def _policy_stamp(self) -> tuple[float, ...]:
         loaded = self.parts.loaded

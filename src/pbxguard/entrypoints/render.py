@@ -13,9 +13,12 @@ import json
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
+from pbxguard.app.costs import CostLine
+from pbxguard.domain.countries import CountryBook
 from pbxguard.domain.entries import OffenceEntry, RegisterEntry
 from pbxguard.domain.evaluate import class_label
 from pbxguard.domain.numbers import NumberClass
@@ -60,6 +63,17 @@ REGISTER_COLUMNS: tuple[Column, ...] = (
     ("subject", "联络事项", "subject"),
     ("outcome", "交涉结果", "outcome"),
     ("filled", "登记状态", "filled"),
+)
+
+COST_COLUMNS: tuple[Column, ...] = (
+    ("department", "部门", "department"),
+    ("person", "责任人", "person"),
+    ("class", "类别", "class"),
+    ("country", "国家/地区", "country"),
+    ("calls", "呼叫", "calls"),
+    ("answered", "接通", "answered"),
+    ("talk", "通话时长", "talk time"),
+    ("charge", "话费(元)", "charge (yuan)"),
 )
 
 OUTCOME_LABELS = {
@@ -136,6 +150,44 @@ def offence_row(entry: OffenceEntry, timezone: ZoneInfo) -> dict[str, Any]:
         "policy_version": entry.policy_version,
         "site": entry.site,
         "key": entry.key,
+    }
+
+
+def cost_row(line: CostLine, countries: CountryBook) -> dict[str, Any]:
+    """Return one line of the costs report as display strings plus raw fields (JSON-ready)."""
+    country = "-"
+    if line.country == "?":
+        country = "未知 unknown"
+    elif line.country:
+        found = countries.country(line.country)
+        names = f"{found.name_zh} {found.name_en} " if found.name_en else ""
+        country = f"{names}+{line.country}"
+    try:
+        label_zh, label_en = class_label(NumberClass(line.number_class))
+        class_text = f"{label_zh} {label_en}"
+    except ValueError:
+        class_text = line.number_class
+    return {
+        "department": line.department or "-",
+        "person": line.person_name or line.person_id or "-",
+        "person_id": line.person_id,
+        "class": class_text,
+        "number_class": line.number_class,
+        "country": country,
+        "country_code": line.country,
+        "calls": line.calls,
+        "answered": line.answered,
+        "talk": format_duration(line.talk),
+        "talk_seconds": int(line.talk.total_seconds()),
+        "charge": str(line.charge),
+    }
+
+
+def cost_cells() -> Mapping[str, Any]:
+    """Excel cell values for the costs report: durations and amounts as numbers, not text."""
+    return {
+        "talk": lambda row: timedelta(seconds=row["talk_seconds"]),
+        "charge": lambda row: Decimal(row["charge"]),
     }
 
 

@@ -13,11 +13,11 @@ logged-in session that asked for them, and when the client goes away the replay 
 (or, with fault injection, goes on without it) and continues where it was. While replaying, the
 server keeps the state a real PBX would report: live channels, their applications and bridges,
 device states and PJSIP contacts. It answers the actions pbxguard uses (``Ping``, ``Logoff``,
-``CoreShowChannels``, ``DeviceStateList``, ``PJSIPShowContacts``, ``Hangup``) as Asterisk does;
-``Hangup`` of a live recorded channel makes the server emit what Asterisk emits (for half of a
-Local pair, the pattern captured in ``hk-call-cut-by-ami-hangup``; for a PJSIP phone or trunk
-leg, the pattern the real-PBX tier records, ``tests/pbx``) and drop the rest of that call from
-the replay.
+``CoreShowChannels``, ``DeviceStateList``, ``PJSIPShowContacts``, ``Hangup``, ``PlayDTMF``) as
+Asterisk does; ``Hangup`` of a live recorded channel makes the server emit what Asterisk emits
+(for half of a Local pair, the pattern captured in ``hk-call-cut-by-ami-hangup``; for a PJSIP
+phone or trunk leg, the pattern the real-PBX tier records, ``tests/pbx``) and drop the rest of
+that call from the replay.
 
 For tests it records every action received, offers ``wait_for_*`` helpers, and injects faults:
 dropping connections after a number of events, and half-open connections that swallow
@@ -1017,6 +1017,8 @@ class SimulatedPbx:
                 self._pjsip_show_contacts(session, message)
             case "hangup":
                 self._hangup(session, message)
+            case "playdtmf":
+                self._play_dtmf(session, message)
             case _:
                 self._reply(
                     session,
@@ -1152,6 +1154,23 @@ class SimulatedPbx:
                 )
             )
         self._list_complete(session, message, "ContactListComplete", len(contacts))
+
+    def _play_dtmf(self, session: _Session, message: AmiMessage) -> None:
+        # Asterisk 22's replies and their order (apps/app_senddtmf.c, manager_play_dtmf).
+        channel = message.get("Channel") or ""
+        if channel not in self._state.channels:
+            self._reply(session, message, "Error", [("Message", "Channel not found")])
+            return
+        if not message.get("Digit"):
+            self._reply(session, message, "Error", [("Message", "No digit specified")])
+            return
+        duration = message.get("Duration") or ""
+        if duration and not duration.isdigit():
+            self._reply(
+                session, message, "Error", [("Message", "Could not convert Duration parameter")]
+            )
+            return
+        self._reply(session, message, "Success", [("Message", "DTMF successfully queued")])
 
     def _hangup(self, session: _Session, message: AmiMessage) -> None:
         channel = message.get("Channel")

@@ -85,6 +85,10 @@ CHAINED: Mapping[str, tuple[str, ...]] = {
     ),
     "sign_offs": ("site", "month", "report", "actor", "note", "summary", "at"),
     "console_audit": ("site", "at", "actor", "role", "action", "target", "detail"),
+    "locks": (
+        "site", "lock_id", "kind", "scope", "extension", "person_id", "classes", "rule_id",
+        "at", "until", "actor", "reason_zh", "reason_en",
+    ),
 }  # fmt: skip
 
 

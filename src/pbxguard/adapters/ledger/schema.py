@@ -409,6 +409,29 @@ console_audit = Table(
     *_chained(),
 )
 
+# -- velocity locks (migration 0005_controls) ----------------------------------------------------
+
+locks = Table(
+    "locks",
+    metadata,
+    _id(),
+    _s("lock_id", index=True),
+    _s("kind"),
+    _s("scope"),
+    _s("extension"),
+    _s("person_id"),
+    _s("classes"),
+    _s("rule_id"),
+    _when("at"),
+    _when("until", nullable=True),
+    _s("actor"),
+    _s("reason_zh"),
+    _s("reason_en"),
+    *_chained(),
+    UniqueConstraint("lock_id", "kind", name="uq_locks_once"),
+    Index("ix_locks_site_until", "site", "until"),
+)
+
 #: Every ledger table, in the order the migrations create them.
 LEDGER_TABLES = (
     "decisions",
@@ -425,6 +448,7 @@ LEDGER_TABLES = (
     "approval_requests",
     "sign_offs",
     "console_audit",
+    "locks",
 )
 
 for _table in metadata.tables.values():

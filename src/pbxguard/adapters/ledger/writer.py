@@ -40,6 +40,7 @@ from pbxguard.adapters.ledger.approvals import record_uses
 from pbxguard.adapters.ledger.calls import record_calls, record_decisions
 from pbxguard.adapters.ledger.codes import record_failures
 from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession
+from pbxguard.adapters.ledger.locks import record_locks
 from pbxguard.adapters.ledger.offences import record_offences, record_outcomes
 from pbxguard.domain.entries import OffenceEntry
 from pbxguard.domain.records import (
@@ -48,6 +49,7 @@ from pbxguard.domain.records import (
     CodeFailure,
     DecisionRecord,
     LedgerFact,
+    Lock,
     OffenceFact,
     OffenceOutcome,
 )
@@ -64,6 +66,7 @@ _OPS: dict[str, type[Any]] = {
     "call": CallSummary,
     "approval_use": ApprovalUse,
     "code_failure": CodeFailure,
+    "lock": Lock,
 }
 _NAMES = {kind: op for op, kind in _OPS.items()}
 
@@ -110,12 +113,14 @@ def write_facts(session: LedgerSession, facts: Sequence[LedgerFact]) -> list[Off
     calls = [f for f in facts if isinstance(f, CallSummary)]
     uses = [f for f in facts if isinstance(f, ApprovalUse)]
     failures = [f for f in facts if isinstance(f, CodeFailure)]
+    locks = [f for f in facts if isinstance(f, Lock)]
     record_decisions(session, decisions)
     new = record_offences(session, offences)
     record_outcomes(session, outcomes)
     record_calls(session, calls)
     record_uses(session, uses)
     record_failures(session, failures)
+    record_locks(session, locks)
     return new
 
 

@@ -43,6 +43,10 @@ def _dispatch(args: object) -> int:
         from pbxguard.entrypoints.cli.approvals import cmd_approve, cmd_code  # noqa: PLC0415
 
         return (cmd_approve if command == "approve" else cmd_code)(args)  # type: ignore[arg-type]
+    if command == "lock":
+        from pbxguard.entrypoints.cli.locks import cmd_lock  # noqa: PLC0415
+
+        return cmd_lock(args)  # type: ignore[arg-type]
     if command == "register":
         from pbxguard.entrypoints.cli.register import cmd_register  # noqa: PLC0415
 

@@ -6,20 +6,29 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from pbxguard.adapters.ledger import LedgerDatabase, OffenceBook, verify_ledger
+from pbxguard.adapters.countries import country_book
+from pbxguard.adapters.ledger import CallLog, LedgerDatabase, OffenceBook, verify_ledger
 from pbxguard.adapters.ledger.audit import chain_heads
 from pbxguard.adapters.ledger.writer import SET_ASIDE, read_set_aside, replay_set_aside
+from pbxguard.app.costs import CostLine, month_costs
 from pbxguard.app.ledger import offence_filter
 from pbxguard.domain.entries import AdjustmentKind, OffenceEntry
+from pbxguard.domain.periods import month_of
 from pbxguard.entrypoints.cli.context import CliContext
 from pbxguard.entrypoints.cli.output import binary_output, text_output
 from pbxguard.entrypoints.render import (
+    COST_COLUMNS,
     OFFENCE_COLUMNS,
     OFFENCE_EXPORT_COLUMNS,
     anchor_line,
+    cost_cells,
+    cost_row,
+    format_duration,
     offence_row,
     render_table,
     rows_of,
@@ -44,6 +53,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         return _set_aside(context, args)
     if action == "adjust":
         return _adjust(context, args)
+    if action == "costs":
+        return _costs(context, args)
     return _list(context, args)
 
 
@@ -212,3 +223,73 @@ def _adjust(context: CliContext, args: argparse.Namespace) -> int:
     print(f"已记录 recorded {kind.value} on offence {entry.id} ({row['rule']}, {row['person']})")
     print(f"  罚款 amount now: {row['amount']} 元 yuan")
     return 0
+
+
+def _costs(context: CliContext, args: argparse.Namespace) -> int:
+    policy = context.policy
+    month = args.month or month_of(context.now(), policy.timezone)
+    countries = country_book()
+    with context.reading() as database:
+        lines = (
+            month_costs(CallLog(database), policy, countries, month=month, site=args.site)
+            if database is not None
+            else []
+        )
+    rows = [cost_row(line, countries) for line in lines]
+    where = f" · {args.site}" if args.site else ""
+    if args.format == "xlsx":
+        path = Path(args.output or f"costs-{month}.xlsx")
+        with binary_output(path) as out:
+            count = write_xlsx(
+                rows,
+                COST_COLUMNS,
+                out,
+                title=f"话费统计 Call costs · {month}{where} · {policy.site}",
+                sheet_name=f"话费统计 {month}",
+                cells=cost_cells(),
+            )
+        print(f"已写入 written: {path} ({count} 行 lines)")
+        return 0
+    if args.format in ("csv", "json"):
+        with text_output(args.output) as out:
+            if args.format == "csv":
+                count = write_csv(rows, COST_COLUMNS, out, bom=args.output is not None)
+            else:
+                count = write_json(rows, out)
+        if args.output:
+            print(f"已写入 written: {args.output} ({count} 行 lines)")
+        return 0
+    if not rows:
+        print(f"{month} 没有外线呼叫 — no outbound calls in {month}.")
+        return 0
+    print(f"话费统计 Call costs · {month}{where}\n")
+    print(render_table(_with_subtotals(lines, rows), COST_COLUMNS))
+    return 0
+
+
+def _total_row(label: str, lines: list[CostLine]) -> dict[str, object]:
+    return {
+        "department": label,
+        "person": "",
+        "class": "",
+        "country": "",
+        "calls": sum(line.calls for line in lines),
+        "answered": sum(line.answered for line in lines),
+        "talk": format_duration(sum((line.talk for line in lines), timedelta(0))),
+        "charge": str(sum((line.charge for line in lines), Decimal("0.00"))),
+    }
+
+
+def _with_subtotals(lines: list[CostLine], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the rows with a subtotal after each department and the total at the end."""
+    shown: list[dict[str, Any]] = []
+    department: list[CostLine] = []
+    for index, (line, row) in enumerate(zip(lines, rows, strict=True)):
+        shown.append(row)
+        department.append(line)
+        last = index + 1 == len(lines) or lines[index + 1].department != line.department
+        if last:
+            shown.append(_total_row(f"小计 subtotal {line.department or '-'}", department))
+            department = []
+    shown.append(_total_row("合计 total", lines))
+    return shown

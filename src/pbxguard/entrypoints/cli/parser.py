@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dnd(sub)
     _add_quota(sub)
     _add_replay(sub)
+    _add_lock(sub)
 
     policy = sub.add_parser("policy", help="policy files")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
@@ -170,6 +171,25 @@ def _add_rota(sub: Any) -> None:
         parser.add_argument("--policy", help="policy file (overrides the one in --config)")
 
 
+def _add_lock(sub: Any) -> None:
+    lock = sub.add_parser(
+        "lock",
+        help="velocity locks: extensions (or the site) stopped after too many calls too fast",
+        description="A lock stops an extension's (or the site's) dear outside calls for a while "
+        "after a burst of attempts. A running daemon picks up a lift within seconds.",
+    )
+    actions = lock.add_subparsers(dest="lock_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="the locks in force (--all: every lock)")
+    listing.add_argument("--all", action="store_true", help="include ended and lifted locks")
+    listing.add_argument("--extension", metavar="EXT", help="one extension's locks")
+    listing.add_argument("--config")
+    lift = actions.add_parser("lift", help="end a lock early (the ledger keeps who and why)")
+    lift.add_argument("id", metavar="ID", help="the lock's 编号 in `lock list` (or its full id)")
+    lift.add_argument("--by", required=True, metavar="WHO")
+    lift.add_argument("--reason", required=True, metavar="TEXT")
+    lift.add_argument("--config")
+
+
 def _add_ledger(sub: Any) -> None:
     ledger = sub.add_parser(
         "ledger",
@@ -214,6 +234,18 @@ def _add_ledger(sub: Any) -> None:
     adjust.add_argument("--by", required=True, metavar="WHO")
     adjust.add_argument("--reason", required=True, metavar="TEXT")
     adjust.add_argument("--config", default=argparse.SUPPRESS)
+    costs = actions.add_parser(
+        "costs",
+        help="what the month's outbound calls cost, per department, person, class and country",
+        description="Call accounting: every outbound call priced from the tariff, summed for "
+        "the month in the site's timezone (a call counts in the month it started).",
+    )
+    # SUPPRESS keeps the values given before `costs` (pbxguard ledger --month … costs).
+    costs.add_argument("--config", default=argparse.SUPPRESS)
+    costs.add_argument("--month", default=argparse.SUPPRESS, help="YYYY-MM (default: this month)")
+    costs.add_argument("--site", default=argparse.SUPPRESS, help="one site's calls")
+    costs.add_argument("--format", choices=EXPORT_FORMATS, default=argparse.SUPPRESS)
+    costs.add_argument("--output", metavar="FILE", default=argparse.SUPPRESS)
 
 
 CONSOLE_ROLES = (
