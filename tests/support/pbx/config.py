@@ -72,10 +72,16 @@ class Ports:
     rtp_end: int
 
     @classmethod
-    def choose(cls) -> Ports:
-        """Pick free ports for Asterisk, the proxy, pbxguard and the pjsua phones."""
+    def choose(cls, *, apart_from: Ports | None = None) -> Ports:
+        """Pick free ports for Asterisk, the proxy, pbxguard and the pjsua phones.
+
+        ``apart_from``: another site's ports, whose RTP range (and its phones' RTP ports just
+        above it) this site's must not overlap.
+        """
         phones = {ext: free_udp_port() for ext in (*PHONES, *BYPASS_PHONES)}
         rtp_start = 20000 + secrets.randbelow(200) * 200
+        while apart_from is not None and abs(rtp_start - apart_from.rtp_start) < 800:
+            rtp_start = 20000 + secrets.randbelow(200) * 200
         return cls(
             sip=free_udp_port(),
             ami=free_tcp_port(),

@@ -171,9 +171,10 @@ class PbxSite:
         *,
         site_name: str | None = None,
         only: tuple[str, ...] | None = None,
+        ports: Ports | None = None,
     ) -> AsyncIterator[PbxSite]:
         """Start everything; stop every process by PID on the way out, also after a failure."""
-        site = cls(runtime, workdir, site_name=site_name, only=only)
+        site = cls(runtime, workdir, ports or Ports.choose(), site_name=site_name, only=only)
         try:
             install(runtime / "etc" / "asterisk", site.ports, site.secrets)
             await site.asterisk.start()
