@@ -12,11 +12,17 @@ answers only after `RING` seconds, so a guard that is late lets a forbidden call
 test sees it. Meanwhile faults are injected at random instants:
 
 - A: ``kill -9`` of pbxguard, restarted at once (its resync must still find and cut the calls
-  that began while it was gone, well within the ring);
+  that began while it was gone, well within the ring): at random instants, just before a call
+  began, just after a ``DialBegin`` reached it, just after its ``Hangup`` reached Asterisk, and
+  once more while the restarted guard resynced;
 - B: the AMI connection cut by the proxy, then restored after a short outage: at random
   instants, and at the worst moments (just after a ``DialBegin`` reached pbxguard, instead of
-  it, just after pbxguard's ``Hangup`` reached Asterisk, instead of it, and between Asterisk
-  carrying out a ``Hangup`` and its reply reaching pbxguard).
+  it, just after pbxguard's ``Hangup`` reached Asterisk, instead of it, between Asterisk
+  carrying out a ``Hangup`` and its reply reaching pbxguard, in the middle of the resync after
+  a cut), and once for `LONG_OUTAGE` seconds as a call began.
+
+A third test freezes the guard (SIGSTOP) longer than the ring: the calls are answered, and the
+ledger must say so. Real PBX figures and counts are printed in the tier's summary.
 
 The schedule comes from a seed, printed in the summary; ``PBXGUARD_FAULT_SEED=N`` replays one.
 """
