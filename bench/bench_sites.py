@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import queue
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -253,6 +254,7 @@ def guard_process(index: int, url: str, rates: list[float], link: tuple[Any, Any
     writer.stop(drain=10.0)
     journal.close()
     database.close()
+    shutil.rmtree(work, ignore_errors=True)
     results.put((index, [r.__dict__ for r in step_results]))
 
 
