@@ -169,14 +169,14 @@ async def test_wrong_secret_raises_once_without_retrying(hk_pbx: SimulatedPbx) -
 
 
 async def test_wrong_secret_is_retried_only_at_the_slow_interval(hk_pbx: SimulatedPbx) -> None:
-    timing = fast_timing(backoff_min=0.01, backoff_max=0.2)
+    timing = fast_timing(backoff_min=0.01, backoff_max=0.05, login_retry=0.2)
     client = client_for(hk_pbx, EventLog(), secret="wrong-secret", timing=timing)
     with capture_logs() as logs:
         async with running(client):
             await asyncio.wait_for(hk_pbx.wait_for_connections(3), WAIT)
     times = hk_pbx.connection_times
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    # Equal jitter keeps every retry at least half of backoff_max away from the last.
+    # A refused login waits login_retry, not the quick reconnection backoff.
     assert all(gap >= 0.099 for gap in gaps), gaps
     assert hk_pbx.failed_logins >= 3
     assert client.login_count == 0
@@ -497,6 +497,37 @@ class CountingRandom(random.Random):
         if len(self.delays) >= self.wanted:
             self.reached.set()
         return a
+
+
+class NoWait(CountingRandom):
+    """Backoff jitter that records the ranges asked for and waits not at all."""
+
+    def uniform(self, a: float, b: float) -> float:
+        super().uniform(a, b)
+        return 0.0
+
+
+async def test_however_long_the_pbx_is_away_the_next_attempt_comes_within_a_second() -> None:
+    """The wait between attempts grows, but never past a second.
+
+    The guard is blind while it reconnects: a forbidden call that starts during an AMI outage
+    is cut only once the guard is back. A wait that kept doubling (to 30 s) left the guard
+    blind for seconds after a five-second outage, long enough for the carrier to answer.
+    """
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    rng = NoWait(wanted=12)
+    client = AmiClient(
+        "127.0.0.1", port, "pbxguard", TEST_SECRET, sink=EventLog(), timing=AmiTiming(), rng=rng
+    )
+    async with running(client):
+        await asyncio.wait_for(rng.reached.wait(), WAIT)
+    ceilings = [b for _, b in rng.delays[:12]]
+    assert ceilings == sorted(ceilings)  # it still backs off, from backoff_min ...
+    assert ceilings[0] < ceilings[-1]
+    assert max(ceilings) <= 1.0  # ... to a second at most
 
 
 async def test_nobody_listening_is_retried_with_growing_backoff() -> None:

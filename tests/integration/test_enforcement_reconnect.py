@@ -25,8 +25,11 @@ def is_caller_newchannel(message: AmiMessage) -> bool:
 async def test_dropped_connection_mid_call_reconnects_resyncs_and_records_once(
     tmp_path: Path,
 ) -> None:
-    async with guard_against(["staff-international-answered"], tmp_path, mode=Mode.MONITOR) as run:
-        run.pbx.pause_after(is_dial_begin)
+    # Held from the start: the replay runs as soon as the guard logs in, before the test could
+    # ask for the pause.
+    async with guard_against(
+        ["staff-international-answered"], tmp_path, mode=Mode.MONITOR, pause_after=is_dial_begin
+    ) as run:
         await run.pbx.wait_until_paused()
         await until(lambda: run.parts.guard.stats.offences == 1)
         run.pbx.drop_connections()

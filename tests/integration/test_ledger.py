@@ -413,6 +413,46 @@ def test_concurrent_offences_of_one_person_get_distinct_steps(ledger: Ledger) ->
     assert sum((e.amount for e in entries), Decimal(0)) == Decimal("250.00")
 
 
+def _at_another_site(ledger: Ledger, site: str) -> LedgerDatabase:
+    """The same database, opened by the guard of another site (several PBXes, one ledger)."""
+    return LedgerDatabase.open(
+        ledger.db.engine.url.render_as_string(hide_password=False), site=site
+    )
+
+
+def test_an_unknown_callers_priors_are_the_extensions_at_its_own_site(ledger: Ledger) -> None:
+    """Nobody in the directory: the extension's offences count, and 2999 at another PBX is
+    another phone, so its first offence there is a first offence."""
+    here = [
+        ledger.offences.record(
+            draft(f"hq-{n}", DT1, local(2026, 8, 3 + n), person=""), DT1, timezone=SHANGHAI
+        )
+        for n in range(2)
+    ]
+    other = _at_another_site(ledger, "branch")
+    try:
+        there = OffenceBook(other).record(
+            draft("branch-0", DT1, local(2026, 8, 10), person=""), DT1, timezone=SHANGHAI
+        )
+    finally:
+        other.close()
+    assert [e.escalation_step for e in here] == [1, 2]
+    assert (there.site, there.extension, there.escalation_step) == ("branch", "2001", 1)
+
+
+def test_a_persons_priors_count_at_every_site(ledger: Ledger) -> None:
+    """A person id names one person across the company: their offences count wherever made."""
+    ledger.offences.record(draft("hq-p", DT1, local(2026, 8, 3)), DT1, timezone=SHANGHAI)
+    other = _at_another_site(ledger, "branch")
+    try:
+        there = OffenceBook(other).record(
+            draft("branch-p", DT1, local(2026, 8, 10)), DT1, timezone=SHANGHAI
+        )
+    finally:
+        other.close()
+    assert (there.site, there.person_id, there.escalation_step) == ("branch", "p-zhang", 2)
+
+
 def test_the_ledger_refuses_naive_datetimes(ledger: Ledger) -> None:
     with pytest.raises(LedgerError, match="timezone-aware"):
         ledger.calls.record_decision(decision("naive", datetime(2026, 1, 1, 9)))  # noqa: DTZ001

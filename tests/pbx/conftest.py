@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from tests.support.pbx.bundle import BundleBroken, bundle_or_skip, unpack
 from tests.support.pbx.daemon import PbxGuardProcess
-from tests.support.pbx.measure import figures
+from tests.support.pbx.measure import figures, tallies
 from tests.support.pbx.site import PbxSite
 
 #: Set to a directory to keep each run's files (logs of Asterisk, pjsua and pbxguard) there.
@@ -62,13 +62,17 @@ async def guard(pbx: PbxSite) -> AsyncIterator[PbxGuardProcess]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print what the tier measured on the real PBX."""
+    """Print what the tier measured and counted on the real PBX."""
     found = figures()
-    if not found:
-        return
-    terminalreporter.section("measured on the real Asterisk")
-    width = max(len(f.what) for f in found)
-    for figure in found:
-        terminalreporter.write_line(
-            f"{figure.what:<{width}}  {figure.seconds * 1000:8.0f} ms   ({figure.expected})"
-        )
+    if found:
+        terminalreporter.section("measured on the real Asterisk")
+        width = max(len(f.what) for f in found)
+        for figure in found:
+            terminalreporter.write_line(
+                f"{figure.what:<{width}}  {figure.seconds * 1000:8.0f} ms   ({figure.expected})"
+            )
+    for kept in tallies():
+        terminalreporter.section(kept.title)
+        width = max((len(what) for what, _ in kept.lines), default=0)
+        for what, value in kept.lines:
+            terminalreporter.write_line(f"{what:<{width}}  {value}")

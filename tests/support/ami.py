@@ -92,6 +92,7 @@ def fast_timing(**overrides: float) -> AmiTiming:
         "backoff_min": 0.01,
         "backoff_max": 0.05,
         "close_timeout": 1.0,
+        "login_retry": 0.05,
     }
     values.update(overrides)
     return AmiTiming(**values)

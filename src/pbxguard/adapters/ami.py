@@ -72,7 +72,15 @@ _DEFAULT_QUEUE_SIZE: Final = 100_000
 
 @dataclass(frozen=True, slots=True)
 class AmiTiming:
-    """Timeouts and intervals of an :class:`AmiClient`, in seconds."""
+    """Timeouts and intervals of an :class:`AmiClient`, in seconds.
+
+    ``backoff_min``/``backoff_max`` bound the wait between connection attempts. The ceiling
+    is low on purpose: while the client reconnects the guard is blind, and a forbidden call
+    that starts during an AMI outage can only be cut once it is back, before the carrier
+    answers; a connection attempt a second to a PBX that is away costs nothing. A refused
+    login is different (a wrong secret, which a retry will not fix, and which Asterisk logs as
+    a security event): it is tried again only every ``login_retry`` seconds.
+    """
 
     connect_timeout: float = 5.0
     login_timeout: float = 5.0
@@ -80,8 +88,9 @@ class AmiTiming:
     ping_timeout: float = 5.0
     action_timeout: float = 10.0
     backoff_min: float = 0.5
-    backoff_max: float = 30.0
+    backoff_max: float = 1.0
     close_timeout: float = 2.0
+    login_retry: float = 30.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -92,6 +101,7 @@ class AmiTiming:
             "action_timeout",
             "backoff_min",
             "close_timeout",
+            "login_retry",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"AMI {name} must be positive, got {getattr(self, name)}")
@@ -134,7 +144,7 @@ class AmiClient:
 
         ``raise_on_auth_failure`` makes :meth:`run` raise :class:`AmiAuthenticationError`
         when the PBX refuses the login; otherwise the login is retried every
-        ``timing.backoff_max`` seconds.
+        ``timing.login_retry`` seconds.
         """
         if queue_size < 1:
             raise ConfigError(f"AMI queue_size must be positive, got {queue_size}")
@@ -205,7 +215,7 @@ class AmiClient:
                     self._log_refused_login(exc)
                     if self._raise_on_auth_failure:
                         raise
-                    delay = self._timing.backoff_max
+                    delay = self._timing.login_retry
                 except AmiConnectionError as exc:
                     if self._closing:
                         break
@@ -240,7 +250,7 @@ class AmiClient:
             port=self._port,
             username=self._username,
             error=str(exc),
-            retry_in=None if self._raise_on_auth_failure else self._timing.backoff_max,
+            retry_in=None if self._raise_on_auth_failure else self._timing.login_retry,
         )
 
     async def close(self) -> None:

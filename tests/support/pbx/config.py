@@ -27,6 +27,9 @@ HOST = "127.0.0.1"
 PHONES = ("2001", "2002", "2003", "8000", "8001", "8002", "9001")
 #: A phone the tier adds, in the test-only context that dials the trunk directly.
 BYPASS_PHONE = "2999"
+#: Every phone in that context: 2999 (missing from the directory) and two with people of their
+#: own in the tier's policy, so the fault tests can tell who made each call.
+BYPASS_PHONES = (BYPASS_PHONE, "2998", "2997")
 #: The DID the shipped [from-carrier] routes to the hotline phones 8001 and 8002.
 HOTLINE_DID = "0215550100"
 #: Seconds between qualify requests to the watched phones (shipped: 10).
@@ -69,10 +72,16 @@ class Ports:
     rtp_end: int
 
     @classmethod
-    def choose(cls) -> Ports:
-        """Pick free ports for Asterisk, the proxy, pbxguard and the pjsua phones."""
-        phones = {ext: free_udp_port() for ext in (*PHONES, BYPASS_PHONE)}
+    def choose(cls, *, apart_from: Ports | None = None) -> Ports:
+        """Pick free ports for Asterisk, the proxy, pbxguard and the pjsua phones.
+
+        ``apart_from``: another site's ports, whose RTP range (and its phones' RTP ports just
+        above it) this site's must not overlap.
+        """
+        phones = {ext: free_udp_port() for ext in (*PHONES, *BYPASS_PHONES)}
         rtp_start = 20000 + secrets.randbelow(200) * 200
+        while apart_from is not None and abs(rtp_start - apart_from.rtp_start) < 800:
+            rtp_start = 20000 + secrets.randbelow(200) * 200
         return cls(
             sip=free_udp_port(),
             ami=free_tcp_port(),
@@ -96,7 +105,7 @@ class Secrets:
     ami: str = field(default_factory=lambda: secrets.token_hex(12))
     tier_ami: str = field(default_factory=lambda: secrets.token_hex(12))
     phones: dict[str, str] = field(
-        default_factory=lambda: {e: secrets.token_hex(6) for e in (*PHONES, BYPASS_PHONE)}
+        default_factory=lambda: {e: secrets.token_hex(6) for e in (*PHONES, *BYPASS_PHONES)}
     )
 
 
@@ -137,9 +146,9 @@ EXTENSIONS_TIER = """\
 ; Installed by the real-PBX test tier only; not part of the shipped dialplan.
 ;
 ; A context that dials the trunk with no pbxguard step, as a forgotten or edited context
-; would: the calls that the AMI safety net must hang up before the carrier answers. Its phone
-; (2999) reaches the other phones, so it can also hand a call over with a blind transfer,
-; which Asterisk runs in the transferer's context.
+; would: the calls that the AMI safety net must hang up before the carrier answers. Its phones
+; (2999, 2998, 2997) reach the other phones, so they can also hand a call over with a blind
+; transfer, which Asterisk runs in the transferer's context.
 ; (Included, not written here: a context's own patterns win over its includes, and
 ; _[+0-9]. would take the extensions too.)
 [bypass-test]
@@ -183,11 +192,8 @@ def pjsip_conf(ports: Ports, site_secrets: Secrets) -> str:
     return text + "\n#include pjsip_tier.conf\n"
 
 
-def pjsip_tier_conf(site_secrets: Secrets) -> str:
-    """The bypass phone, built from the shipped templates."""
-    ext = BYPASS_PHONE
+def _bypass_phone(ext: str, password: str) -> str:
     return f"""\
-; Installed by the real-PBX test tier only: a phone in the test context [bypass-test].
 [{ext}](phone-endpoint)
 context = bypass-test
 auth = {ext}
@@ -195,9 +201,15 @@ aors = {ext}
 callerid = "Bypass test" <{ext}>
 [{ext}](phone-auth)
 username = {ext}
-password = {site_secrets.phones[ext]}
+password = {password}
 [{ext}](phone-aor)
 """
+
+
+def pjsip_tier_conf(site_secrets: Secrets) -> str:
+    """The bypass phones, built from the shipped templates."""
+    head = "; Installed by the real-PBX test tier only: phones in the test context [bypass-test].\n"
+    return head + "".join(_bypass_phone(e, site_secrets.phones[e]) for e in BYPASS_PHONES)
 
 
 def manager_conf(ports: Ports, site_secrets: Secrets) -> str:

@@ -43,13 +43,27 @@ def _toml_value(value: object) -> str:
     raise TypeError(f"no TOML for {value!r}")
 
 
+#: People the tier adds for two of its bypass phones (2999 stays missing from the directory).
+BYPASS_PEOPLE = {
+    "2998": ("bypass-2998", "旁路测试甲 Bypass A"),
+    "2997": ("bypass-2997", "旁路测试乙 Bypass B"),
+}
+
+
 def write_test_policy(
-    path: Path, *, today: date, occupancy_grace: int, pin_classes: tuple[str, ...]
+    path: Path,
+    *,
+    today: date,
+    occupancy_grace: int,
+    pin_classes: tuple[str, ...],
+    site_name: str | None = None,
 ) -> Path:
     """Write a site policy that extends the reference site with what the tier needs.
 
     - ``pin_classes``: the classes a caller may unlock with an authorization code (the
       reference site has none), so the dialplan's PIN route can be exercised.
+    - ``site_name``: the ``[site] name`` (the reference site's when not given).
+    - The reference site's people, and a staff member for each of ``BYPASS_PEOPLE``.
     - A special period (like Golden Week) around ``today``: the duty phones' DT-1 standby then
       runs around the clock, so the tier's result does not depend on the hour it runs.
     - The reference site's lines with the alarm phone's occupancy grace shortened to
@@ -69,6 +83,21 @@ def write_test_policy(
         f"first = {today - timedelta(days=1)}",
         f"last = {today + timedelta(days=1)}",
     ]
+    if site_name is not None:
+        out[3:3] = ["[site]", f"name = {_toml_value(site_name)}", ""]
+    people = [dict(person) for person in reference["people"]]
+    people += [
+        {
+            "id": person_id,
+            "name": name,
+            "department": "测试部",
+            "role": "staff",
+            "extensions": [ext],
+        }
+        for ext, (person_id, name) in BYPASS_PEOPLE.items()
+    ]
+    for person in people:
+        out += ["", "[[people]]", *(f"{k} = {_toml_value(v)}" for k, v in person.items())]
     for line in reference["lines"]:
         fields = dict(line)
         if "occupancy_grace" in fields:
@@ -86,8 +115,13 @@ def write_settings(
     ami_secret: str,
     agi_port: int,
     workdir: Path,
+    ledger_url: str | None = None,
 ) -> Path:
-    """Write ``pbxguard.toml`` for one daemon run; its ledger lives in ``workdir``."""
+    """Write ``pbxguard.toml`` for one daemon run; its ledger lives in ``workdir``.
+
+    ``ledger_url`` names another ledger (a PostgreSQL that several guards share).
+    """
+    url = ledger_url or "sqlite:///" + str(workdir / "ledger.sqlite3")
     path.write_text(
         f"policy = {_toml_value(str(policy))}\n"
         'log_level = "debug"\n'
@@ -103,7 +137,7 @@ def write_settings(
         'host = "127.0.0.1"\n'
         f"port = {agi_port}\n"
         "[ledger]\n"
-        f"url = {_toml_value('sqlite:///' + str(workdir / 'ledger.sqlite3'))}\n",
+        f"url = {_toml_value(url)}\n",
         "utf-8",
     )
     return path
@@ -131,8 +165,11 @@ class PbxGuardProcess:
     def returncode(self) -> int | None:
         return self._process.returncode if self._process is not None else None
 
-    async def start(self) -> None:
-        """Start the daemon and wait until it serves FastAGI and has resynced over AMI."""
+    async def start(self, *, ready: bool = True) -> None:
+        """Start the daemon and wait until it serves FastAGI and has resynced over AMI.
+
+        With ``ready=False`` it returns as soon as the process runs.
+        """
         env = {k: v for k, v in os.environ.items() if not k.startswith("PBXGUARD_")}
         self._process = await asyncio.create_subprocess_exec(
             str(PBXGUARD),
@@ -148,8 +185,9 @@ class PbxGuardProcess:
         )
         processes.started(self._process.pid)
         self._reader = asyncio.create_task(self._read_logs())
-        await self.wait_for_log("fastagi.listening")
-        await self.wait_for_log("resync done")
+        if ready:
+            await self.wait_for_log("fastagi.listening")
+            await self.wait_for_log("resync done")
 
     async def _read_logs(self) -> None:
         process = self._process

@@ -28,8 +28,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from tests.support.pbx.asterisk import Asterisk
+from tests.support.pbx.carrier import RingingCarrier
 from tests.support.pbx.config import (
-    BYPASS_PHONE,
+    BYPASS_PHONES,
     HOST,
     PHONES,
     TIER_AMI_USER,
@@ -117,6 +118,10 @@ class PbxSite:
     workdir: Path
     ports: Ports = field(default_factory=Ports.choose)
     secrets: Secrets = field(default_factory=Secrets)
+    site_name: str | None = None
+    """The policy's ``[site] name`` (the reference site's when None)."""
+    only: tuple[str, ...] | None = None
+    """The phones to run (all of them when None)."""
 
     def __post_init__(self) -> None:
         self.asterisk = Asterisk(self.runtime)
@@ -131,7 +136,9 @@ class PbxSite:
             rtp_port=self.ports.phone_rtp(0),
             identity=f"sip:{OUTSIDE_CALLER}@{HOST}",
         )
-        for index, ext in enumerate((*PHONES, BYPASS_PHONE), start=1):
+        for index, ext in enumerate((*PHONES, *BYPASS_PHONES), start=1):
+            if self.only is not None and ext not in self.only:
+                continue
             self.phones[ext] = Phone(
                 ext,
                 self.runtime,
@@ -148,16 +155,26 @@ class PbxSite:
             today=today,
             occupancy_grace=OCCUPANCY_GRACE,
             pin_classes=("domestic_ld",),
+            site_name=self.site_name,
         )
         self._guard_runs = itertools.count(1)
+        self._carrier_runs = itertools.count(1)
 
     # -- life ---------------------------------------------------------------------------------
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def running(cls, runtime: Path, workdir: Path) -> AsyncIterator[PbxSite]:
+    async def running(
+        cls,
+        runtime: Path,
+        workdir: Path,
+        *,
+        site_name: str | None = None,
+        only: tuple[str, ...] | None = None,
+        ports: Ports | None = None,
+    ) -> AsyncIterator[PbxSite]:
         """Start everything; stop every process by PID on the way out, also after a failure."""
-        site = cls(runtime, workdir)
+        site = cls(runtime, workdir, ports or Ports.choose(), site_name=site_name, only=only)
         try:
             install(runtime / "etc" / "asterisk", site.ports, site.secrets)
             await site.asterisk.start()
@@ -261,8 +278,8 @@ class PbxSite:
 
     # -- pbxguard -----------------------------------------------------------------------------
 
-    def guard_settings(self, workdir: Path) -> Path:
-        """Write a settings file for a pbxguard with its own ledger in ``workdir``."""
+    def guard_settings(self, workdir: Path, *, ledger_url: str | None = None) -> Path:
+        """Write a settings file for a pbxguard with its state (and ledger) in ``workdir``."""
         workdir.mkdir(parents=True, exist_ok=True)
         return write_settings(
             workdir / "pbxguard.toml",
@@ -271,15 +288,47 @@ class PbxSite:
             ami_secret=self.secrets.ami,
             agi_port=self.ports.agi,
             workdir=workdir,
+            ledger_url=ledger_url,
         )
 
     @contextlib.asynccontextmanager
-    async def guard(self) -> AsyncIterator[PbxGuardProcess]:
-        """Run ``pbxguard run`` with a fresh ledger; stop it (by PID) on the way out."""
+    async def guard(self, *, ledger_url: str | None = None) -> AsyncIterator[PbxGuardProcess]:
+        """Run ``pbxguard run`` with a fresh ledger (or ``ledger_url``); stop it on the way out."""
         workdir = self.workdir / f"guard-{next(self._guard_runs)}"
-        process = PbxGuardProcess(self.guard_settings(workdir), workdir)
+        process = PbxGuardProcess(self.guard_settings(workdir, ledger_url=ledger_url), workdir)
         try:
             await process.start()
             yield process
         finally:
             await process.stop()
+
+    # -- the carrier ----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def ringing_carrier(
+        self, *, answer_after: float, hang_up_after: float
+    ) -> AsyncIterator[RingingCarrier]:
+        """Put a carrier that answers late in the pjsua carrier's place (same port) for a while.
+
+        On the way out every call still up is ended and Asterisk is left with no channel; then
+        the pjsua carrier comes back.
+        """
+        await self.carrier.stop()
+        carrier = RingingCarrier(
+            HOST,
+            self.ports.carrier,
+            rtp_port=self.ports.phone_rtp(0),
+            answer_after=answer_after,
+            hang_up_after=hang_up_after,
+            log_file=self.workdir / f"carrier-sip-{next(self._carrier_runs)}.log",
+        )
+        await carrier.start()
+        try:
+            yield carrier
+        finally:
+            try:
+                carrier.hang_up_all()
+                await self.quiesce()
+            finally:
+                await carrier.close()
+                await self.carrier.start()

@@ -177,11 +177,17 @@ def _subject(draft: OffenceDraft) -> tuple[str, str]:
 def _prior_times(
     session: LedgerSession, subject: tuple[str, str], ladder: str, since: datetime | None
 ) -> list[datetime]:
+    """Return when the subject's earlier offences on ``ladder`` were (excused ones left out).
+
+    A person id names one person across the company, so a person's priors are counted at
+    every site. An extension is one phone at one PBX: the same number at another site (several
+    PBXes, one ledger) is another phone, so an unknown caller's priors are its own site's.
+    """
     c = offences.c
     excused = select(adjustments.c.offence_id).where(adjustments.c.kind.in_(_EXCUSING))
     query = select(c.at).where(c.person_id == subject[0], c.ladder == ladder, c.id.not_in(excused))
     if not subject[0]:
-        query = query.where(c.extension == subject[1])
+        query = query.where(c.extension == subject[1], c.site == session.site)
     if since is not None:
         query = query.where(c.at >= since)
     return [row.at for row in session.execute(query)]
