@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import argparse
 from datetime import timedelta
-from pathlib import Path
 
 from pbxguard.adapters.ledger import RegisterBook
 from pbxguard.adapters.ledger.audit import chain_heads
 from pbxguard.app.register import fill_entry, month_entries
 from pbxguard.domain.periods import month_of
 from pbxguard.entrypoints.cli.context import CliContext
-from pbxguard.entrypoints.cli.output import binary_output, text_output
+from pbxguard.entrypoints.cli.output import export_report
 from pbxguard.entrypoints.render import (
     REGISTER_COLUMNS,
     anchor_line,
     register_cells,
     register_row,
     render_table,
-    write_csv,
-    write_json,
-    write_xlsx,
 )
 
 
@@ -42,28 +38,17 @@ def _report(context: CliContext, args: argparse.Namespace) -> int:
         entries = month_entries(RegisterBook(database), policy, month) if database else []
         anchor = anchor_line(chain_heads(database).digest) if database else None
     rows = [register_row(e, zone, now=now, fill_within=fill_within) for e in entries]
-    if args.format == "xlsx":
-        path = Path(args.output or f"register-{month}.xlsx")
-        with binary_output(path) as out:
-            write_xlsx(
-                rows,
-                REGISTER_COLUMNS,
-                out,
-                title=f"长话登记表 Long-distance register · {month} · {policy.site}",
-                sheet_name=f"长话登记表 {month}",
-                cells=register_cells(zone),
-                footer=anchor,
-            )
-        print(f"已写入 written: {path} ({len(rows)} 条 entries)")
-        return 0
-    if args.format in ("csv", "json"):
-        with text_output(args.output) as out:
-            if args.format == "csv":
-                write_csv(rows, REGISTER_COLUMNS, out, bom=args.output is not None)
-            else:
-                write_json(rows, out)
-        if args.output:
-            print(f"已写入 written: {args.output} ({len(rows)} 条 entries)")
+    if export_report(
+        rows,
+        REGISTER_COLUMNS,
+        args,
+        name=f"register-{month}",
+        title=f"长话登记表 Long-distance register · {month} · {policy.site}",
+        sheet_name=f"长话登记表 {month}",
+        unit="条 entries",
+        cells=register_cells(zone),
+        footer=anchor,
+    ):
         return 0
     if not rows:
         print("登记表中没有记录 — the register has no entries for this month.")
