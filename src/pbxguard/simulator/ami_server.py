@@ -6,7 +6,12 @@ and then replays a *playlist* of recordings made on a real Asterisk 22 (see
 ``recordings/README.md``): the events between the capturing client's login response and its
 ``Logoff``, paced by their ``Timestamp`` headers scaled by ``speed`` (``0`` sends them as fast
 as possible). A playlist entry may move a recording to another instant; only the
-``Timestamp`` headers are rewritten, everything else goes out byte for byte as recorded.
+``Timestamp`` headers are rewritten, everything else goes out byte for byte as recorded. An
+entry with ``fresh_ids`` is a call of its own: its Uniqueids and Linkedids (``Dest…``,
+``LocalOne…``, ``LocalTwo…`` included), channel sequence numbers (``PJSIP/2001-00000000``,
+both halves of ``Local/…@pstn-00000000;1``), bridge ids, and the VarSet values naming them get
+the next numbers of the PBX's counters, as Asterisk numbers a new call; so a recording replayed
+a hundred times is a hundred calls.
 
 The replay is the PBX's own life, not a property of a connection: events are sent to every
 logged-in session that asked for them, and when the client goes away the replay waits for it
@@ -19,9 +24,12 @@ Local pair, the pattern captured in ``hk-call-cut-by-ami-hangup``; for a PJSIP p
 leg, the pattern the real-PBX tier records, ``tests/pbx``) and drop the rest of that call from
 the replay.
 
-For tests it records every action received, offers ``wait_for_*`` helpers, and injects faults:
-dropping connections after a number of events, and half-open connections that swallow
-everything (including ``Ping``).
+For tests it records every action received and what it knows as the PBX: the channels a
+session was told of (``shown_channels``), the channels that were answered
+(``answered_channels``), the calls a ``Hangup`` ended (``hung_up``). It offers ``wait_for_*``
+helpers and injects faults: dropping connections after a number of events or with the next
+``Hangup`` action (carried out or lost), events that happen while nobody is connected, and
+half-open connections that swallow everything (including ``Ping``).
 
 Deliberate simplifications: ``Hangup`` with a ``/regex/`` channel is treated as a plain name;
 the ``Events`` login filter understands ``on``, ``off`` and a list of classes; fields that a
@@ -35,7 +43,9 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -116,6 +126,7 @@ _READ_SIZE: Final = 64 * 1024
 _CLOSE_GRACE: Final = 2.0
 _BURST: Final = 32
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_CHANNEL_KEYS: Final = ("Channel", "DestChannel", "LocalOneChannel", "LocalTwoChannel")
 
 
 # --- recordings -----------------------------------------------------------------------------
@@ -190,10 +201,17 @@ def load_recording(name: str) -> Recording:
 
 @dataclass(frozen=True, slots=True)
 class PlaylistEntry:
-    """A recording to replay, optionally moved so that it starts at ``starts_at``."""
+    """A recording to replay, optionally moved so that it starts at ``starts_at``.
+
+    With ``fresh_ids`` the entry is a call of its own: the server gives its channels, Uniqueids,
+    Linkedids and bridges new identifiers, as Asterisk numbers a new call (see
+    `SimulatedPbx.recordings`). Without it the entry replays byte for byte (``Timestamp`` aside),
+    so replaying one recording twice replays one call twice.
+    """
 
     recording: Recording
     starts_at: datetime | None = None
+    fresh_ids: bool = False
 
     def __post_init__(self) -> None:
         if self.starts_at is not None and self.starts_at.tzinfo is None:
@@ -209,14 +227,21 @@ class PlaylistEntry:
 
 
 def back_to_back(
-    recordings: Iterable[Recording | str], *, start: datetime, gap: timedelta
+    recordings: Iterable[Recording | str],
+    *,
+    start: datetime,
+    gap: timedelta,
+    fresh_ids: bool = False,
 ) -> list[PlaylistEntry]:
-    """Schedule recordings one after another from ``start``, ``gap`` apart (a working day)."""
+    """Schedule recordings one after another from ``start``, ``gap`` apart (a working day).
+
+    ``fresh_ids`` makes every entry a call of its own (see `PlaylistEntry`).
+    """
     entries: list[PlaylistEntry] = []
     at = start
     for item in recordings:
         recording = load_recording(item) if isinstance(item, str) else item
-        entries.append(PlaylistEntry(recording, at))
+        entries.append(PlaylistEntry(recording, at, fresh_ids=fresh_ids))
         first, last = recording.first_timestamp_us, recording.last_timestamp_us
         length = timedelta(microseconds=last - first) if first and last else timedelta()
         at = at + length + gap
@@ -238,6 +263,112 @@ def _format_timestamp(us: int) -> str:
 
 def _datetime_us(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+# --- identifiers of a fresh call -----------------------------------------------------------
+
+# ``1795397596.3``: Unix seconds of the channel's creation, a dot, a counter of the whole PBX
+# (a system name may come first). ``PJSIP/2001-0000000b``, ``Local/110@pstn-00000004;1``: the
+# channel driver's own counter in 8 hex digits, shared by the two halves of a Local pair.
+_UNIQUEID = re.compile(r"^(?P<head>.*?)(?P<seconds>[0-9]+)\.(?P<counter>[0-9]+)$")
+_CHANNEL_SEQUENCE = re.compile(r"^(?P<head>[^/]+/.+-)(?P<seq>[0-9a-f]{8})(?P<tail>;[12])?$")
+_ID_KEYS: Final = ("Uniqueid", "Linkedid")
+_BRIDGE_NAMESPACE: Final = uuid.UUID("0b6f3a4e-2f7d-4c55-9a71-3b1d5e0c6a42")
+
+
+def _id_kind(key: str) -> str | None:
+    """Say which identifier a field holds: ``call`` (Uniqueid/Linkedid), ``bridge``, ``channel``."""
+    if key == "BridgeUniqueid":
+        return "bridge"
+    if key.endswith(_ID_KEYS):
+        return "call"
+    if key.endswith("Channel"):
+        return "channel"
+    return None
+
+
+class _Numbering:
+    """The counters of the PBX, continued past every identifier in the playlist.
+
+    Asterisk numbers a new channel with the next value of its counters; a fresh entry takes its
+    identifiers from here, so that they never meet those of another entry.
+    """
+
+    def __init__(self, recordings: Iterable[Recording]) -> None:
+        self._counter = 0
+        self._sequences: dict[str, int] = {}
+        for recording in recordings:
+            for item in recording.events:
+                for key, value in item.message.fields:
+                    kind = _id_kind(key)
+                    if kind == "call" and (found := _UNIQUEID.match(value)):
+                        self._counter = max(self._counter, int(found["counter"]) + 1)
+                    elif kind == "channel" and (found := _CHANNEL_SEQUENCE.match(value)):
+                        tech = found["head"].split("/", 1)[0]
+                        seq = int(found["seq"], 16) + 1
+                        self._sequences[tech] = max(self._sequences.get(tech, 0), seq)
+
+    def renumber(self, recording: Recording, *, index: int, shift_us: int) -> Recording:
+        """Return ``recording`` as a new call: every identifier replaced, consistently."""
+        names: dict[tuple[str, str], str] = {}
+        named = {
+            (kind, value)
+            for item in recording.events
+            for key, value in item.message.fields
+            if (kind := _id_kind(key)) is not None and value
+        }
+
+        def renamed(kind: str | None, old: str) -> str:
+            if kind is None or not old:
+                return old
+            channel = _CHANNEL_SEQUENCE.match(old) if kind == "channel" else None
+            if kind == "channel" and channel is None:
+                return old
+            if channel is not None:
+                # Both halves of a Local pair carry the one sequence number.
+                kind, old = "sequence", f"{channel['head'].split('/', 1)[0]}/{channel['seq']}"
+            if (kind, old) not in names:
+                names[kind, old] = self._new_name(kind, old, index=index, shift_us=shift_us)
+            if channel is not None:
+                return f"{channel['head']}{names[kind, old]}{channel['tail'] or ''}"
+            return names[kind, old]
+
+        events: list[RecordedEvent] = []
+        for item in recording.events:
+            fields: list[tuple[str, str]] = []
+            for key, value in item.message.fields:
+                kind = _id_kind(key)
+                if key == "Value":
+                    # VarSet of BRIDGEPEER, DIALEDPEERNAME ...: an identifier of this call.
+                    kind = next((k for k in ("channel", "call") if (k, value) in named), None)
+                fields.append((key, renamed(kind, value)))
+            events.append(RecordedEvent(AmiMessage(fields), item.timestamp_us))
+        return Recording(recording.name, tuple(events))
+
+    def _new_name(self, kind: str, old: str, *, index: int, shift_us: int) -> str:
+        if kind == "bridge":
+            return str(uuid.uuid5(_BRIDGE_NAMESPACE, f"{index}:{old}"))
+        if kind == "sequence":
+            tech = old.split("/", 1)[0]
+            number = self._sequences.get(tech, 0)
+            self._sequences[tech] = number + 1
+            return f"{number:08x}"
+        found = _UNIQUEID.match(old)
+        if found is None:
+            return f"{old}-{index}"
+        seconds = (int(found["seconds"]) * 1_000_000 + shift_us) // 1_000_000
+        self._counter += 1
+        return f"{found['head']}{seconds}.{self._counter - 1}"
+
+
+def _as_replayed(entries: Sequence[PlaylistEntry]) -> list[Recording]:
+    numbering = _Numbering(e.recording for e in entries)
+    return [
+        numbering.renumber(e.recording, index=i, shift_us=e.shift_us)
+        if e.fresh_ids
+        else e.recording
+        for i, e in enumerate(entries)
+    ]
 
 
 # --- the PBX's state ------------------------------------------------------------------------
@@ -278,7 +409,7 @@ def _local_partner(channel: str) -> str | None:
 
 
 class _PbxState:
-    """What the replay has made live so far, and the calls cut by a ``Hangup`` action."""
+    """What the replay has made live, the calls a ``Hangup`` action cut, what sessions saw."""
 
     def __init__(self) -> None:
         self.channels: dict[str, _Channel] = {}
@@ -289,6 +420,9 @@ class _PbxState:
         self.cut_linkedids: set[str] = set()
         self.cut_devices: set[str] = set()
         self.bridge_linkedids: dict[str, frozenset[str]] = {}
+        self.answered: set[str] = set()
+        self.shown: set[str] = set()
+        self.hung_up: list[str] = []
 
     def begin_entry(self, bridge_linkedids: dict[str, frozenset[str]]) -> None:
         # Recordings repeat Linkedids when replayed twice; a cut belongs to one entry.
@@ -322,6 +456,9 @@ class _PbxState:
             self._update_snapshot(message, "LocalTwo", timestamp_us)
         if event == "Newchannel" and channel is not None:
             self.cut_devices.discard(channel.device)
+        elif event == "Newstate" and channel is not None:
+            if message.get("ChannelStateDesc") == "Up":
+                self.answered.add(channel.name)
         elif event == "Newexten" and channel is not None:
             channel.application = message.get("Application") or ""
             channel.application_data = message.get("AppData") or ""
@@ -386,6 +523,7 @@ class _PbxState:
 
         target = self.channels[target_name]
         linkedid = target.linkedid
+        self.hung_up.append(target_name)
         members = [c for c in self.channels.values() if c.linkedid == linkedid]
         member_names = {c.name for c in members}
         events: list[list[tuple[str, str]]] = []
@@ -614,6 +752,7 @@ class SimulatedPbx:
         if speed < 0:
             raise ConfigError(f"speed must not be negative, got {speed}")
         self._entries = [self._entry(item) for item in playlist]
+        self._recordings = _as_replayed(self._entries)
         self._username = username
         self._secret = secret
         self._host = host
@@ -624,7 +763,7 @@ class SimulatedPbx:
         self._write_buffer_limit = write_buffer_limit
         self._clock = clock
         self._schedule = self._build_schedule()
-        self._bridge_ids = [_bridge_linkedids(e.recording) for e in self._entries]
+        self._bridge_ids = [_bridge_linkedids(r) for r in self._recordings]
         self._state = _PbxState()
         self._server: asyncio.Server | None = None
         self._replay_task: asyncio.Task[None] | None = None
@@ -642,6 +781,7 @@ class SimulatedPbx:
         self._done = False
         self._pause_match = pause_after
         self._paused = False
+        self._drop_at_hangup: tuple[bool, int] | None = None
         self._port = 0
         self.actions: list[ReceivedAction] = []
         """Every action received, in order."""
@@ -668,9 +808,11 @@ class SimulatedPbx:
 
     def _build_schedule(self) -> list[_Scheduled]:
         schedule: list[_Scheduled] = []
-        for index, entry in enumerate(self._entries):
+        for index, (entry, recording) in enumerate(
+            zip(self._entries, self._recordings, strict=True)
+        ):
             shift = entry.shift_us
-            for item in entry.recording.events:
+            for item in recording.events:
                 message = item.message
                 # FullyBooted went to the capturing client at its login; the server sends its
                 # own after each Login instead.
@@ -786,6 +928,26 @@ class SimulatedPbx:
         return list(self._state.channels)
 
     @property
+    def recordings(self) -> list[Recording]:
+        """The playlist's recordings as replayed: fresh entries with the identifiers given."""
+        return list(self._recordings)
+
+    @property
+    def hung_up(self) -> list[str]:
+        """Channels whose call a ``Hangup`` action ended, in order."""
+        return list(self._state.hung_up)
+
+    @property
+    def shown_channels(self) -> frozenset[str]:
+        """Channels a logged-in session was told of: in an event it got, or a channel list."""
+        return frozenset(self._state.shown)
+
+    @property
+    def answered_channels(self) -> frozenset[str]:
+        """Channels the replay took to ``Up`` (answered), whether anyone was listening or not."""
+        return frozenset(self._state.answered)
+
+    @property
     def device_states(self) -> dict[str, str]:
         """The last known state of every device."""
         return dict(self._state.devices)
@@ -813,6 +975,24 @@ class SimulatedPbx:
         self._away_budget = lost_while_away
         for session in list(self._sessions):
             session.writer.close()
+        self._notify()
+
+    def drop_at_next_hangup(self, *, carried_out: bool, lost_while_away: int = 0) -> None:
+        """Break every connection when the next ``Hangup`` action for a live channel arrives.
+
+        The connection is cut with the action, before any reply: with ``carried_out`` the PBX
+        hangs the call up all the same (the client never hears of it but through its
+        resynchronisation), without it the action is lost. ``lost_while_away`` is as for
+        :meth:`drop_connections_after`.
+        """
+        self._drop_at_hangup = (carried_out, lost_while_away)
+
+    def _abort_sessions(self, lost_while_away: int) -> None:
+        self._drop_at = None
+        self._away_budget = lost_while_away
+        for session in list(self._sessions):
+            # Unlike close(), abort() throws away what is still buffered: a broken connection.
+            session.writer.transport.abort()
         self._notify()
 
     def pause_after(self, match: Callable[[AmiMessage], bool]) -> None:
@@ -906,14 +1086,16 @@ class SimulatedPbx:
             self._away_budget -= 1
             self._notify()
             return True
-        if self._broadcast(item.wire, item.privilege):
+        if self._broadcast(item.wire, item.privilege, item.message):
             self.events_sent += 1
             if self._drop_at is not None and self.events_sent >= self._drop_at:
                 self.drop_connections(lost_while_away=self._lost_while_away)
         self._notify()
         return True
 
-    def _broadcast(self, wire: bytes, privilege: frozenset[str]) -> bool:
+    def _broadcast(
+        self, wire: bytes, privilege: frozenset[str], message: AmiMessage | None = None
+    ) -> bool:
         delivered = False
         for session in list(self._sessions):
             if not session.wants(privilege):
@@ -924,6 +1106,8 @@ class SimulatedPbx:
             if transport.get_write_buffer_size() > self._write_buffer_limit:
                 log.warning("simulator.client_too_slow", session=session.number)
                 session.writer.close()
+        if delivered and message is not None:
+            self._state.shown.update(name for key in _CHANNEL_KEYS if (name := message.get(key)))
         return delivered
 
     def _now_us(self) -> int:
@@ -1100,6 +1284,7 @@ class SimulatedPbx:
         self._list_start(session, message, "Channels will follow")
         now = self._now_us()
         channels = list(self._state.channels.values())
+        self._state.shown.update(c.name for c in channels)
         for channel in channels:
             duration = ""
             if channel.created_us is not None:
@@ -1163,6 +1348,14 @@ class SimulatedPbx:
             return
         cause_text = message.get("Cause") or "16"
         cause = int(cause_text) if cause_text.isdigit() else 16
+        drop, self._drop_at_hangup = self._drop_at_hangup, None
+        if drop is not None:
+            carried_out, lost_while_away = drop
+            # The connection breaks with the action: nothing more reaches the sessions.
+            self._abort_sessions(lost_while_away)
+            if not carried_out:
+                log.info("simulator.hangup_lost_with_connection", channel=channel)
+                return
         self._reply(session, message, "Success", [("Message", "Channel Hungup")])
         last = self._clock_us
         # Synthesised events come after everything already sent, a microsecond apart.
@@ -1170,11 +1363,11 @@ class SimulatedPbx:
         stamps = itertools.count(now) if now is not None else None
         events = self._state.cut_call(channel, cause, stamps)
         for fields in events:
-            wire = encode_message(fields)
-            self._broadcast(wire, frozenset({"call"}))
+            self._broadcast(encode_message(fields), frozenset({"call"}), AmiMessage(fields))
         if now is not None:
             self._clock_us = now + max(len(events) - 1, 0)
             self._clock_at = asyncio.get_running_loop().time()
+        self._notify()
         log.info("simulator.call_cut", channel=channel, cause=cause, events=len(events))
 
     # -- waiting --------------------------------------------------------------------------
