@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
 from pbxguard.protocol.ami import AmiMessage
@@ -85,6 +86,7 @@ async def test_a_hangup_lost_with_the_connection_is_not_carried_out() -> None:
             await again.close()
     # Nobody cut it: the far end answered and the call ran its course.
     assert PREMIUM_TRUNK in pbx.answered_channels
+    assert pbx.talk_time(PREMIUM_TRUNK) == timedelta(seconds=1795397604.925659 - 1795397599.903905)
     assert pbx.live_channels == []
 
 
@@ -116,6 +118,7 @@ async def test_a_hangup_carried_out_as_the_connection_breaks_is_only_seen_by_a_r
             await again.close()
     assert [m for m in listing if m.action_id == action_id and m.event == "CoreShowChannel"] == []
     assert PREMIUM_TRUNK not in pbx.answered_channels
+    assert pbx.talk_time(PREMIUM_TRUNK) is None
 
 
 async def test_channels_shown_are_those_in_delivered_events_or_a_listing() -> None:
@@ -144,3 +147,22 @@ async def test_channels_shown_are_those_in_delivered_events_or_a_listing() -> No
             await second.close()
     assert PREMIUM_TRUNK in pbx.shown_channels
     assert "PJSIP/2002-00000001" in pbx.shown_channels
+
+
+async def test_a_client_counts_once_caught_up_and_the_replay_holds_till_then() -> None:
+    pbx = SimulatedPbx([PREMIUM], secret=TEST_SECRET, caught_up_after="CoreShowChannels")
+    async with started(pbx):
+        ami = await connected(pbx)
+        try:
+            await ami.read_until(lambda m: m.event == "FullyBooted")
+            # Logged in with events on, but not caught up yet: nothing is replayed.
+            pong = ami.send("Ping")
+            await ami.read_until(lambda m: m.action_id == pong)
+            assert pbx.events_sent == 0
+            action_id = ami.send("CoreShowChannels")
+            listing = await ami.read_until(lambda m: m.event == "CoreShowChannelsComplete")
+            assert listing[-1].action_id == action_id
+            await asyncio.wait_for(pbx.finished(), WAIT)
+        finally:
+            await ami.close()
+    assert pbx.events_sent == len(load_recording(PREMIUM).events) - 1

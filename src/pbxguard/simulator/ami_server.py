@@ -15,7 +15,8 @@ a hundred times is a hundred calls.
 
 The replay is the PBX's own life, not a property of a connection: events are sent to every
 logged-in session that asked for them, and when the client goes away the replay waits for it
-(or, with fault injection, goes on without it) and continues where it was. While replaying, the
+(or, with fault injection, goes on without it; or, with ``caught_up_after``, waits until it
+has also caught up) and continues where it was. While replaying, the
 server keeps the state a real PBX would report: live channels, their applications and bridges,
 device states and PJSIP contacts. It answers the actions pbxguard uses (``Ping``, ``Logoff``,
 ``CoreShowChannels``, ``DeviceStateList``, ``PJSIPShowContacts``, ``Hangup``) as Asterisk does;
@@ -420,8 +421,10 @@ class _PbxState:
         self.cut_linkedids: set[str] = set()
         self.cut_devices: set[str] = set()
         self.bridge_linkedids: dict[str, frozenset[str]] = {}
-        self.answered: set[str] = set()
+        self.answered: dict[str, int | None] = {}
+        self.ended: dict[str, int | None] = {}
         self.shown: set[str] = set()
+        self.dial_shown_at: dict[str, float] = {}
         self.hung_up: list[str] = []
 
     def begin_entry(self, bridge_linkedids: dict[str, frozenset[str]]) -> None:
@@ -458,7 +461,7 @@ class _PbxState:
             self.cut_devices.discard(channel.device)
         elif event == "Newstate" and channel is not None:
             if message.get("ChannelStateDesc") == "Up":
-                self.answered.add(channel.name)
+                self.answered.setdefault(channel.name, timestamp_us)
         elif event == "Newexten" and channel is not None:
             channel.application = message.get("Application") or ""
             channel.application_data = message.get("AppData") or ""
@@ -483,6 +486,7 @@ class _PbxState:
             else:
                 self.contacts[uri] = (message, timestamp_us)
         elif event == "Hangup" and channel is not None:
+            self.ended[channel.name] = timestamp_us
             self._forget(channel.name)
 
     def _update_snapshot(
@@ -676,11 +680,12 @@ def _bridge_linkedids(recording: Recording) -> dict[str, frozenset[str]]:
 
 @dataclass(frozen=True, slots=True)
 class ReceivedAction:
-    """An action the server received: its name, all its fields, and the session number."""
+    """An action the server received: its name, all its fields, the session, when (loop time)."""
 
     session: int
     name: str
     message: AmiMessage
+    at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -697,6 +702,7 @@ class _Session:
     number: int
     writer: asyncio.StreamWriter
     authenticated: bool = False
+    caught_up: bool = False
     event_classes: frozenset[str] | None = None
     half_open: bool = False
 
@@ -734,6 +740,7 @@ class SimulatedPbx:
         port: int = 0,
         speed: float = 0.0,
         wait_for_client: bool = True,
+        caught_up_after: str | None = None,
         auth_failure_delay: float = 0.0,
         write_buffer_limit: int = 4 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
@@ -743,7 +750,13 @@ class SimulatedPbx:
 
         ``speed`` scales the recorded gaps between events (1.0 real time, 0.01 a hundred times
         faster, 0 no waiting). With ``wait_for_client`` the replay holds still while no
-        session is logged in with events on. Asterisk sleeps a second before refusing a login;
+        session is logged in with events on; with ``caught_up_after`` too, a session counts
+        only once it has sent that action after its login (``CoreShowChannels`` for a client
+        that catches up with the live channels; ``PJSIPShowContacts``, the last action of
+        pbxguard's resync): the replay compresses the PBX's time but not a client's start-up,
+        and a whole recorded call must not pass while a restarted client is still catching
+        up.
+        Asterisk sleeps a second before refusing a login;
         ``auth_failure_delay`` does the same (0 by default to keep tests fast). A session whose
         unsent output exceeds ``write_buffer_limit`` is dropped, as Asterisk's
         ``writetimeout`` does. ``clock`` gives Unix time when no recording has set the time.
@@ -759,6 +772,7 @@ class SimulatedPbx:
         self._requested_port = port
         self._speed = speed
         self._wait_for_client = wait_for_client
+        self._caught_up_after = (caught_up_after or "").lower()
         self._auth_failure_delay = auth_failure_delay
         self._write_buffer_limit = write_buffer_limit
         self._clock = clock
@@ -943,9 +957,24 @@ class SimulatedPbx:
         return frozenset(self._state.shown)
 
     @property
+    def dial_shown_at(self) -> dict[str, float]:
+        """When (loop time) a session was first sent the ``DialBegin`` to each channel."""
+        return dict(self._state.dial_shown_at)
+
+    @property
     def answered_channels(self) -> frozenset[str]:
         """Channels the replay took to ``Up`` (answered), whether anyone was listening or not."""
         return frozenset(self._state.answered)
+
+    def talk_time(self, channel: str) -> timedelta | None:
+        """How long a channel talked by the PBX's clock: its ``Up`` to its ``Hangup``.
+
+        None when it was never answered, has not ended, or the recording has no timestamps.
+        """
+        answered, ended = self._state.answered.get(channel), self._state.ended.get(channel)
+        if answered is None or ended is None:
+            return None
+        return timedelta(microseconds=ended - answered)
 
     @property
     def device_states(self) -> dict[str, str]:
@@ -1025,7 +1054,13 @@ class SimulatedPbx:
     # -- replay ---------------------------------------------------------------------------
 
     def _listeners(self) -> list[_Session]:
-        return [s for s in self._sessions if s.listening and s.event_classes is not None]
+        return [
+            s
+            for s in self._sessions
+            if s.listening
+            and s.event_classes is not None
+            and (s.caught_up or not self._caught_up_after)
+        ]
 
     async def _replay(self) -> None:
         loop = asyncio.get_running_loop()
@@ -1108,6 +1143,10 @@ class SimulatedPbx:
                 session.writer.close()
         if delivered and message is not None:
             self._state.shown.update(name for key in _CHANNEL_KEYS if (name := message.get(key)))
+            if message.event == "DialBegin":
+                dest = message.get("DestChannel") or ""
+                at = asyncio.get_running_loop().time()
+                self._state.dial_shown_at.setdefault(dest, at)
         return delivered
 
     def _now_us(self) -> int:
@@ -1174,7 +1213,9 @@ class SimulatedPbx:
 
     async def _act(self, session: _Session, message: AmiMessage) -> bool:
         name = message.get("Action") or ""
-        self.actions.append(ReceivedAction(session.number, name, message))
+        self.actions.append(
+            ReceivedAction(session.number, name, message, asyncio.get_running_loop().time())
+        )
         self._notify()
         if session.half_open:
             return True
@@ -1190,6 +1231,9 @@ class SimulatedPbx:
         if not session.authenticated:
             self._reply(session, message, "Error", [("Message", "Permission denied")])
             return True
+        if action == self._caught_up_after:
+            # Counted once the answer is out: what follows comes after it, as in Asterisk.
+            asyncio.get_running_loop().call_soon(self._caught_up, session)
         match action:
             case "ping":
                 self._ping(session, message)
@@ -1215,6 +1259,10 @@ class SimulatedPbx:
                     ],
                 )
         return True
+
+    def _caught_up(self, session: _Session) -> None:
+        session.caught_up = True
+        self._notify()
 
     def _reply(
         self,
@@ -1363,7 +1411,11 @@ class SimulatedPbx:
         stamps = itertools.count(now) if now is not None else None
         events = self._state.cut_call(channel, cause, stamps)
         for fields in events:
-            self._broadcast(encode_message(fields), frozenset({"call"}), AmiMessage(fields))
+            synthesised = AmiMessage(fields)
+            if synthesised.event == "Hangup":
+                ended = synthesised.get("Channel") or ""
+                self._state.ended[ended] = _parse_timestamp(synthesised.get("Timestamp"))
+            self._broadcast(encode_message(fields), frozenset({"call"}), synthesised)
         if now is not None:
             self._clock_us = now + max(len(events) - 1, 0)
             self._clock_at = asyncio.get_running_loop().time()
