@@ -291,7 +291,7 @@ def build(
         settings.ami.username,
         settings.ami.secret,
         sink=guard.on_ami_message,
-        on_login=lambda client: guard.resync(client.send_list_action),
+        on_login=lambda client: guard.resync(client.send_list_action, client.send_action),
         on_disconnect=guard.on_connection_lost,
         timing=AmiTiming(
             ping_interval=settings.ami.ping_interval,
