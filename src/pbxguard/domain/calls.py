@@ -32,7 +32,9 @@ The three promises, and how they are kept:
   ``Hangup`` before any answer, or its answer (``DialEnd ANSWER``, ``Newstate Up``) and talk
   time; a call that ended while the guard could not see it is ``unobserved``. A resync
   re-learns every live call, known or not, so an answer missed during an outage is learnt from
-  the snapshot.
+  the snapshot; Asterisk goes on while it lists, so a channel that hangs up after it was
+  listed is not brought back, and what a call not known yet did meanwhile is applied once the
+  listing has taught the tracker that call.
 
 Calls to hotline and duty lines are timed from ``DialBegin`` to ``DialEnd`` (AN-1, DT-2); an
 answered inbound call occupying the alarm phone past its grace is EM-1.
@@ -147,8 +149,10 @@ class _Attempt:
     began: datetime
     answered_at: datetime | None = None
     answer_estimated: bool = False
+    # Since the connection was lost and until a resync lists it: an answer may have been missed.
+    answer_unknown: bool = False
     offences: list[str] = field(default_factory=list)
-    ended: bool = False
+    ending: Ending | None = None
 
 
 @dataclass(slots=True)
@@ -183,10 +187,17 @@ class _Call:
 
 @dataclass(slots=True)
 class _Snapshot:
-    """Channels listed by the resync under way, by Linkedid."""
+    """Channels listed by the resync under way, by Linkedid, and what happened meanwhile.
+
+    Asterisk goes on while it lists: a known channel may hang up after it was listed (it must
+    not come back to life), and a call the guard does not know yet may be answered or end
+    before the listing is taken in (its events wait here until then).
+    """
 
     mark: int
     seen: dict[str, list[ChannelSeen]] = field(default_factory=dict)
+    ended: set[str] = field(default_factory=set)
+    held: list[ChannelStateChanged | DialEnded | ChannelHungUp] = field(default_factory=list)
 
 
 class CallTracker:
@@ -349,10 +360,16 @@ class CallTracker:
         if event.channel == call.channel and not call.dialled:
             call.dialled = event.exten
 
+    def _hold(self, event: ChannelStateChanged | DialEnded | ChannelHungUp) -> None:
+        """Keep an event of a call not known yet for the end of the resync under way."""
+        if self._snapshot is not None:
+            self._snapshot.held.append(event)
+
     def _state_changed(self, event: ChannelStateChanged) -> None:
         linkedid = self._channel_call.get(event.channel) or event.linkedid
         call = self._calls.get(linkedid)
         if call is None:
+            self._hold(event)
             return
         call.last_event = self._events
         call.last_seen = event.at
@@ -395,6 +412,7 @@ class CallTracker:
         linkedid = self._channel_call.get(event.channel) or event.linkedid
         call = self._calls.get(linkedid)
         if call is None:
+            self._hold(event)
             return []
         call.last_event = self._events
         call.last_seen = event.at
@@ -421,13 +439,16 @@ class CallTracker:
         linkedid = self._channel_call.pop(event.channel, None) or event.linkedid
         call = self._calls.get(linkedid)
         if call is None:
+            self._hold(event)
             return []
+        if self._snapshot is not None:
+            self._snapshot.ended.add(event.channel)
         call.channels.discard(event.channel)
         call.last_event = self._events
         call.last_seen = event.at
         effects: list[Effect] = []
         attempt = call.attempts.get(event.channel)
-        if attempt is not None and not attempt.ended:
+        if attempt is not None and attempt.ending is None:
             effects.extend(self._attempt_ended(attempt, event.at, cause=event.cause))
         if not call.channels:
             effects.extend(self._finish(call, event.at))
@@ -585,6 +606,10 @@ class CallTracker:
     def _connection_lost(self) -> None:
         for cut in self._cuts.values():
             cut.retry_at = None
+        for call in self._calls.values():
+            for attempt in call.attempts.values():
+                if attempt.ending is None and attempt.answered_at is None:
+                    attempt.answer_unknown = True
 
     def _tick(self, now: datetime) -> list[Effect]:
         effects: list[Effect] = []
@@ -609,7 +634,14 @@ class CallTracker:
         observed: bool = True,
         alive_until: datetime | None = None,
     ) -> list[Effect]:
-        attempt.ended = True
+        if attempt.answered_at is not None:
+            ending = Ending.ANSWERED
+        elif observed and not attempt.answer_unknown:
+            ending = Ending.BEFORE_ANSWER
+        else:
+            # Gone out of sight, or gone before a resync could say whether it was answered.
+            ending = Ending.UNOBSERVED
+        attempt.ending = ending
         if not attempt.offences:
             return []
         end = at if observed else (alive_until or at)
@@ -619,12 +651,6 @@ class CallTracker:
         charge = self.policy.tariff.charge(
             decision.classification.number, decision.number_class.value, talk
         )
-        if attempt.answered_at is not None:
-            ending = Ending.ANSWERED
-        elif observed:
-            ending = Ending.BEFORE_ANSWER
-        else:
-            ending = Ending.UNOBSERVED
         return [
             RecordOffenceOutcome(
                 OffenceOutcome(
@@ -695,12 +721,13 @@ class CallTracker:
     @staticmethod
     def _call_outcome(call: _Call, attempt: _Attempt) -> str:
         if call.outcome == Outcome.HUNG_UP.value:
-            # Asterisk says whether the cut worked: an answered leg was not stopped.
-            return (
-                Outcome.NOT_STOPPED.value
-                if attempt.answered_at is not None
-                else Outcome.HUNG_UP.value
-            )
+            # Asterisk says whether the cut worked: an answered leg was not stopped, and a leg
+            # whose end was not seen was not seen stopped.
+            if attempt.answered_at is not None:
+                return Outcome.NOT_STOPPED.value
+            if attempt.ending is not Ending.BEFORE_ANSWER:
+                return Outcome.UNOBSERVED.value
+            return Outcome.HUNG_UP.value
         if call.outcome:
             return call.outcome
         return "answered" if attempt.answered_at is not None else "unanswered"
@@ -713,8 +740,20 @@ class CallTracker:
         effects: list[Effect] = []
         live: set[str] = set()
         for linkedid, seen in snapshot.seen.items():
-            live.update(s.channel for s in seen)
-            effects.extend(self._relearn(linkedid, seen, event.at))
+            # A channel that hung up since it was listed stays gone.
+            current = [s for s in seen if s.channel not in snapshot.ended]
+            if current:
+                live.update(s.channel for s in current)
+                effects.extend(self._relearn(linkedid, current, event.at))
+        # What the calls learnt from the listing did while it was being taken, in order.
+        for held in snapshot.held:
+            match held:
+                case ChannelStateChanged():
+                    self._state_changed(held)
+                case DialEnded():
+                    effects.extend(self._dial_ended(held))
+                case ChannelHungUp():
+                    effects.extend(self._hung_up(held))
         for call in list(self._calls.values()):
             if call.last_event > snapshot.mark:
                 continue  # events since the snapshot was asked for: alive whatever it says
@@ -727,7 +766,7 @@ class CallTracker:
                 if self._channel_call.get(channel) == call.linkedid:
                     del self._channel_call[channel]
                 attempt = call.attempts.get(channel)
-                if attempt is not None and not attempt.ended:
+                if attempt is not None and attempt.ending is None:
                     effects.extend(
                         self._attempt_ended(
                             attempt, event.at, observed=False, alive_until=call.last_seen
@@ -740,7 +779,8 @@ class CallTracker:
             del self._channel_call[channel]
         effects.extend(self._close_restored(event.at))
         effects.extend(self._cut_live_forbidden(event.at, since=snapshot.mark))
-        return effects
+        # A hangup ordered for a leg that has gone since it was listed is moot.
+        return [e for e in effects if not isinstance(e, HangupChannel) or e.channel in self._cuts]
 
     def _relearn(self, linkedid: str, seen: list[ChannelSeen], at: datetime) -> list[Effect]:
         """Take in one call of the snapshot: its caller, its legs, their state and decisions."""
@@ -782,6 +822,7 @@ class CallTracker:
                 # moment known for sure, so the talk time is never overstated.
                 attempt.answered_at = at
                 attempt.answer_estimated = True
+            attempt.answer_unknown = False
         return effects
 
     def _dialled_on(self, route: TrunkRoute, trunk: ChannelSeen, call: _Call) -> str:
@@ -840,7 +881,7 @@ class CallTracker:
         effects: list[Effect] = []
         for call in self._calls.values():
             for trunk, attempt in call.attempts.items():
-                if attempt.ended or trunk not in call.channels:
+                if attempt.ending is not None or trunk not in call.channels:
                     continue
                 cut = self._cuts.get(trunk)
                 if cut is None:
