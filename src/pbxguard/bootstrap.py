@@ -81,6 +81,7 @@ class Parts:
     offences: OffenceBook
     register_watch: RegisterWatch
     schema_ready: bool = False
+    open_cuts_unread: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -182,20 +183,39 @@ def _journal_open_cuts(journal: Journal) -> tuple[list[OpenCut], set[str]]:
                 ended.add(fact.key)
 
 
-def restored_cuts(journal: Journal, offences: OffenceBook, clock: Clock) -> list[OpenCut]:
-    """Return the hangups an earlier run ordered whose calls' endings were never learnt."""
+def stored_open_cuts(offences: OffenceBook, clock: Clock) -> list[OpenCut]:
+    """Return the hangups the ledger holds as ordered whose calls' endings it never learnt.
+
+    Raises:
+        LedgerError: the ledger cannot be read.
+    """
+    return [
+        OpenCut(entry.key, entry.call.linkedid if entry.call else "", entry.rule_id, entry.at)
+        for entry in offences.open_cuts(clock.now() - OPEN_CUTS_LOOK_BACK)
+    ]
+
+
+def restored_cuts(
+    journal: Journal, offences: OffenceBook, clock: Clock
+) -> tuple[list[OpenCut], bool]:
+    """Return the hangups an earlier run ordered whose calls' endings were never learnt.
+
+    The second value says whether the ledger's share could be read; when it could not (the
+    database is down), only the journal's are returned and the daemon reads the ledger's once
+    it answers (`pbxguard.entrypoints.daemon`).
+    """
     cuts, ended = _journal_open_cuts(journal)
+    read = True
     try:
-        stored = offences.open_cuts(clock.now() - OPEN_CUTS_LOOK_BACK)
+        cuts.extend(stored_open_cuts(offences, clock))
     except LedgerError as error:
-        log.warning("could not read open hangups from the ledger", error=str(error))
-        stored = []
-    for entry in stored:
-        cuts.append(
-            OpenCut(entry.key, entry.call.linkedid if entry.call else "", entry.rule_id, entry.at)
+        log.warning(
+            "could not read open hangups from the ledger; reading them once it answers",
+            error=str(error),
         )
+        read = False
     unique = {cut.key: cut for cut in cuts if cut.key not in ended}
-    return list(unique.values())
+    return list(unique.values()), read
 
 
 def recent_code_failures(codes: CodeBook, limits: CodeLimits, clock: Clock) -> list[CodeFailure]:
@@ -252,6 +272,7 @@ def build(
         )
         notifier = MqttNotifier(link, site=policy.site)
     pbx = _LateBoundPbx()
+    open_cuts, open_cuts_read = restored_cuts(journal, offences, clock)
     guard = Guard(
         policy,
         loaded.channels,
@@ -261,7 +282,7 @@ def build(
         clock=clock,
         code_limits=limits,
         code_failures=recent_code_failures(codes, limits, clock),
-        open_cuts=restored_cuts(journal, offences, clock),
+        open_cuts=open_cuts,
     )
     event_loop = loop or asyncio.get_event_loop()
 
@@ -333,6 +354,7 @@ def build(
         offences=offences,
         register_watch=register_watch,
         schema_ready=schema_ready,
+        open_cuts_unread=not open_cuts_read,
     )
 
 

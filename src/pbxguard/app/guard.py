@@ -292,6 +292,10 @@ class Guard:
             ]
         )
 
+    def restore_intents(self, cuts: Iterable[OpenCut]) -> None:
+        """Take back hangups an earlier run ordered, read from the ledger after start-up."""
+        self.handle(IntentsRestored(self.pbx_now(), tuple(cuts)))
+
     def set_approvals(self, approvals: Iterable[Approval]) -> None:
         """Replace the approvals on record (uses counted here and not yet stored are kept)."""
         self.handle(ApprovalsChanged(self._clock.now(), tuple(approvals)))

@@ -26,7 +26,8 @@ The three promises, and how they are kept:
 * **A forbidden call that was seen is stopped.** An ordered hangup stays open until Asterisk
   reports the trunk leg gone. It is sent again after a failure (with backoff), after every
   resync (the old connection's actions are lost with it), and every few seconds while the leg
-  lives on. A restart hands the open hangups of the previous run back (`IntentsRestored`).
+  lives on. A restart hands the open hangups of the previous run back (`IntentsRestored`),
+  before its first resync or, when the ledger could not be read at start-up, after it.
 * **The ledger never says a call was stopped when it was not.** How the call ended is a
   separate fact (`RecordOffenceOutcome`) taken from Asterisk's own reports: the trunk leg's
   ``Hangup`` before any answer, or its answer (``DialEnd ANSWER``, ``Newstate Up``) and talk
@@ -223,6 +224,7 @@ class CallTracker:
         self._uses: OrderedDict[str, set[str]] = OrderedDict()
         self._events = 0
         self._snapshot: _Snapshot | None = None
+        self._resynced = False
         self._occupancies: dict[str, _Occupancy] = {}
 
     # -- queries ------------------------------------------------------------------------------
@@ -298,7 +300,9 @@ class CallTracker:
                 return []
             case IntentsRestored():
                 self._restored.update((c.key, c) for c in event.cuts)
-                return []
+                # Learnt after a resync (the ledger was down at start-up): every live call is
+                # known, so a call not among them is gone.
+                return self._close_restored(event.at) if self._resynced else []
             case Tick():
                 return self._tick(event.at)
         return []  # pragma: no cover - the union above is exhaustive
@@ -737,6 +741,7 @@ class CallTracker:
     def _resync_done(self, event: ResyncDone) -> list[Effect]:
         snapshot = self._snapshot or _Snapshot(self._events)
         self._snapshot = None
+        self._resynced = True
         effects: list[Effect] = []
         live: set[str] = set()
         for linkedid, seen in snapshot.seen.items():
