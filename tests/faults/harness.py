@@ -213,7 +213,7 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("locks", "SQLite locked by another process"),
     ("daemon_starts", "daemon starts"),
     ("daemon_exits", "daemon exits nobody caused"),
-    ("unseen", "forbidden calls never shown to the guard"),
+    ("unseen", "forbidden calls the guard never saw dialling"),
     ("other_rows", "rows not about a call (standby rules)"),
     ("expected", "offences expected"),
     ("recorded", "offences recorded"),
@@ -678,10 +678,13 @@ class FaultRun:
     def _database(self) -> LedgerDatabase:
         return LedgerDatabase.open(self.ledger_url, site=SITE, read_only=True)
 
+    def seen(self, call: Call) -> bool:
+        """Whether the guard was shown this call dialling: its DialBegin, or a listing."""
+        return call.trunk in self.pbx.dial_shown_at or call.trunk in self.pbx.listed_channels
+
     async def ledger_settled(self) -> None:
-        """Wait (bounded) until every forbidden call shown has its offence and its ending."""
-        shown = self.pbx.shown_channels
-        wanted = {c.linkedid for c in self.calls if c.forbidden and c.trunk in shown}
+        """Wait (bounded) until every forbidden call seen has its offence and its ending."""
+        wanted = {c.linkedid for c in self.calls if c.forbidden and self.seen(c)}
 
         def settled() -> bool:
             with self._database() as database:
@@ -753,7 +756,7 @@ class FaultRun:
     def judge(self, rows: Sequence[dict[str, Any]]) -> None:
         """Count, from the ledger and the PBX, how the three promises held."""
         tally, pbx = self.tally, self.pbx
-        shown, answered = pbx.shown_channels, pbx.answered_channels
+        answered = pbx.answered_channels
         hung_up = set(pbx.hung_up)
         hangups = pbx.actions_named("Hangup")
         targeted = {a.message.get("Channel") or "" for a in hangups}
@@ -779,7 +782,8 @@ class FaultRun:
                     tally.allowed_touched += 1
                     tally.problems.append(f"allowed call touched: {call}, rows {mine}")
                 continue
-            if call.trunk not in shown:
+            if not self.seen(call):
+                # Dialled and gone while the guard was away: nothing told it of the call.
                 tally.unseen += 1
                 continue
             tally.expected += 1

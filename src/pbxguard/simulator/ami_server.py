@@ -26,8 +26,10 @@ leg, the pattern the real-PBX tier records, ``tests/pbx``) and drop the rest of 
 the replay.
 
 For tests it records every action received and what it knows as the PBX: the channels a
-session was told of (``shown_channels``), the channels that were answered
-(``answered_channels``), the calls a ``Hangup`` ended (``hung_up``). It offers ``wait_for_*``
+session was told of (``shown_channels``; by a channel listing, ``listed_channels``), when it
+was sent each ``DialBegin`` (``dial_shown_at``), the channels that were answered and how long
+they talked (``answered_channels``, ``talk_time``), the calls a ``Hangup`` ended
+(``hung_up``). It offers ``wait_for_*``
 helpers and injects faults: dropping connections after a number of events or with the next
 ``Hangup`` action (carried out or lost), events that happen while nobody is connected, and
 half-open connections that swallow everything (including ``Ping``).
@@ -424,6 +426,7 @@ class _PbxState:
         self.answered: dict[str, int | None] = {}
         self.ended: dict[str, int | None] = {}
         self.shown: set[str] = set()
+        self.listed: set[str] = set()
         self.dial_shown_at: dict[str, float] = {}
         self.hung_up: list[str] = []
 
@@ -947,6 +950,11 @@ class SimulatedPbx:
         return list(self._recordings)
 
     @property
+    def listed_channels(self) -> frozenset[str]:
+        """Channels a ``CoreShowChannels`` listing showed a session."""
+        return frozenset(self._state.listed)
+
+    @property
     def hung_up(self) -> list[str]:
         """Channels whose call a ``Hangup`` action ended, in order."""
         return list(self._state.hung_up)
@@ -1333,6 +1341,7 @@ class SimulatedPbx:
         now = self._now_us()
         channels = list(self._state.channels.values())
         self._state.shown.update(c.name for c in channels)
+        self._state.listed.update(c.name for c in channels)
         for channel in channels:
             duration = ""
             if channel.created_us is not None:
