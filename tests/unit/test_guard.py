@@ -269,3 +269,22 @@ async def test_a_resync_is_dated_by_the_pbx_clock_not_the_hosts() -> None:
     [outcome] = [f for f in journal.facts if isinstance(f, OffenceOutcome)]
     assert outcome.answer_estimated
     assert outcome.talk_time == timedelta(seconds=5)
+
+
+async def test_a_hangup_sent_while_the_resync_asks_the_pbx_clock_is_not_sent_twice() -> None:
+    """The DialBegin arrives while the Ping is on its way: one hangup, not a second one."""
+    guard, pbx, _, _ = make_guard()
+
+    async def listing(action: str) -> list[AmiMessage]:
+        return listed_answered_call() if action == "CoreShowChannels" else []
+
+    async def action(name: str) -> AmiMessage:
+        for message in forbidden_call():
+            guard.on_ami_message(message)
+        await guard.settled()
+        return AmiMessage([("Response", "Success"), ("Ping", "Pong")])
+
+    await guard.resync(listing, action)
+    async with asyncio.timeout(5):
+        await guard.settled()
+    assert [channel for channel, _, _ in pbx.attempts] == [TRUNK]

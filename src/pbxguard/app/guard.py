@@ -225,11 +225,12 @@ class Guard:
         then never given more talk time than Asterisk reports, and an offence found here is
         never dated before the ones the events already gave, whatever the host's clock says.
         """
+        # First, so that a hangup sent on this connection from now on is not sent twice.
+        self.handle(ResyncStarted(self.pbx_now()))
         if action is not None:
             reply = await action("Ping")
             if reply.get("Timestamp"):
                 self._skew = event_time(reply, self._clock.now) - self._clock.now()
-        self.handle(ResyncStarted(self.pbx_now()))
         items = await list_action("CoreShowChannels")
         now = self.pbx_now()
         for item in items:
