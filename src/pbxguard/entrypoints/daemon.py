@@ -27,7 +27,7 @@ import structlog
 from pbxguard.adapters.ledger.audit import verify_ledger
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.adapters.systemd import SystemdNotifier
-from pbxguard.bootstrap import LiveParts, Parts, build_console
+from pbxguard.bootstrap import LiveParts, Parts, build_console, stored_open_cuts
 from pbxguard.domain.approvals import Approval
 from pbxguard.entrypoints.web import ConsoleServer, create_app
 from pbxguard.errors import LedgerError, PbxGuardError
@@ -44,6 +44,8 @@ VERIFY_TAIL = 1000
 DRAIN_SECONDS = 5.0
 #: How long an approval's expiry waits for the uses counted before it to reach the ledger.
 EXPIRY_WAIT = 2.0
+#: How often the open hangups the ledger holds are asked for again while it does not answer.
+OPEN_CUTS_RETRY = 2.0
 
 
 class Daemon:
@@ -130,6 +132,8 @@ class Daemon:
                     workers.append(group.create_task(parts.agi.serve(), name="fastagi"))
                 if self.console is not None:
                     workers.append(group.create_task(self.console.serve(), name="console"))
+                if parts.open_cuts_unread:
+                    workers.append(group.create_task(self._restore_open_cuts(), name="open-cuts"))
                 workers.extend(
                     group.create_task(make(), name=name) for name, make in self._extra.items()
                 )
@@ -212,6 +216,26 @@ class Daemon:
             return
         self._active = dict(active)
         parts.guard.set_approvals(approvals)
+
+    async def _restore_open_cuts(self) -> None:
+        """Hand the guard the hangups the ledger holds open, once it answers.
+
+        At start-up the ledger was down, so only the journal's were restored. The ledger is read
+        once the writer has caught up with the journal, so that the endings this run has
+        learnt meanwhile are in it; a call of those hangups that is gone then ended unseen.
+        """
+        parts = self.parts
+        while True:
+            await asyncio.to_thread(parts.writer.wait_idle, OPEN_CUTS_RETRY)
+            try:
+                cuts = await asyncio.to_thread(stored_open_cuts, parts.offences, parts.clock)
+            except LedgerError as error:
+                log.debug("open hangups not read yet", error=str(error))
+                await asyncio.sleep(OPEN_CUTS_RETRY)
+                continue
+            parts.guard.restore_intents(cuts)
+            log.info("open hangups read from the ledger", count=len(cuts))
+            return
 
     async def _approvals_loop(self) -> None:
         while True:
