@@ -2,14 +2,16 @@
 
 An offence is priced when it is stored, from the person's prior offences under the same ladder
 in the penalty's window (reckoned in the site's timezone), at or before the offence, not
-excused. A batch of offences costs one query per (person, ladder) for those priors, whatever
-its size. Writers are serialised by the chain (SQLite's write lock; PostgreSQL's advisory lock
-per stream), so two offences of one person never both count zero priors, across several
-pbxguard processes too.
+excused. A batch of offences costs, per (person, ladder), a count of the priors older than
+its earliest offence (per penalty window) and one query for the few stored from then on,
+whatever its size and however long the person's history. Writers are serialised by the chain
+(SQLite's write lock; PostgreSQL's advisory lock per stream), so two offences of one person
+never both count zero priors, across several pbxguard processes too.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -171,17 +173,53 @@ def _subject(draft: OffenceDraft) -> tuple[str, str]:
     return (draft.person_id, "") if draft.person_id else ("", draft.extension)
 
 
-def _prior_times(
-    session: LedgerSession, subject: tuple[str, str], ladder: str, since: datetime | None
-) -> list[datetime]:
+def _priors(subject: tuple[str, str], ladder: str, *, count: bool) -> Select[Any]:
+    """The subject's offences under ``ladder`` that count (none excused): times or a count."""
     c = offences.c
     excused = select(adjustments.c.offence_id).where(adjustments.c.kind.in_(_EXCUSING))
-    query = select(c.at).where(c.person_id == subject[0], c.ladder == ladder, c.id.not_in(excused))
+    query = select(func.count() if count else c.at).where(
+        c.person_id == subject[0], c.ladder == ladder, c.id.not_in(excused)
+    )
     if not subject[0]:
         query = query.where(c.extension == subject[1])
+    return query
+
+
+def _prior_count(
+    session: LedgerSession,
+    key: tuple[str, str, str],
+    since: datetime | None,
+    before: datetime,
+) -> int:
+    query = _priors(key[:2], key[2], count=True).where(offences.c.at < before)
     if since is not None:
-        query = query.where(c.at >= since)
-    return [row.at for row in session.execute(query)]
+        query = query.where(offences.c.at >= since)
+    return int(session.execute(query).scalar_one())
+
+
+def _prior_times(
+    session: LedgerSession, key: tuple[str, str, str], since: datetime
+) -> list[datetime]:
+    query = _priors(key[:2], key[2], count=False).where(offences.c.at >= since)
+    return sorted(row.at for row in session.execute(query))
+
+
+@dataclass(slots=True)
+class _Priors:
+    """A batch's view of one subject's priors under one ladder.
+
+    ``before`` counts the stored offences older than the batch's earliest, per window start
+    (SQL counts them: a heavy offender's history is never fetched row by row); ``times`` are the
+    stored offences from the batch's earliest on (usually none) and those of the batch priced
+    so far, sorted.
+    """
+
+    before: dict[datetime | None, int]
+    times: list[datetime]
+
+    def count(self, start: datetime | None, at: datetime) -> int:
+        first = 0 if start is None else bisect.bisect_left(self.times, start)
+        return self.before.get(start, 0) + max(bisect.bisect_right(self.times, at) - first, 0)
 
 
 def record_offences(session: LedgerSession, items: Sequence[OffenceFact]) -> list[OffenceEntry]:
@@ -202,16 +240,23 @@ def record_offences(session: LedgerSession, items: Sequence[OffenceFact]) -> lis
         return []
     # Claim the stream before counting priors: another writer of the same site waits here.
     session.head("offences")
-    windows: dict[tuple[str, str, str], datetime | None] = {}
+    earliest: dict[tuple[str, str, str], datetime] = {}
+    starts: dict[tuple[str, str, str], set[datetime | None]] = {}
     for item in fresh:
         penalty = item.rule.penalty
         if penalty is None:
             continue
         start, _ = window_bounds(penalty.window, item.draft.at.astimezone(item.timezone))
         key = (*_subject(item.draft), _ladder(item.rule))
-        earliest = windows.get(key, start)
-        windows[key] = None if start is None or earliest is None else min(start, earliest)
-    priors = {key: _prior_times(session, key[:2], key[2], since) for key, since in windows.items()}
+        earliest[key] = min(earliest.get(key, item.draft.at), item.draft.at)
+        starts.setdefault(key, set()).add(start)
+    priors = {
+        key: _Priors(
+            {start: _prior_count(session, key, start, first) for start in starts[key]},
+            _prior_times(session, key, first),
+        )
+        for key, first in earliest.items()
+    }
     rows = [_priced_row(item, priors) for item in sorted(fresh, key=lambda i: i.draft.at)]
     ids = session.append("offences", rows)
     return [
@@ -219,9 +264,7 @@ def record_offences(session: LedgerSession, items: Sequence[OffenceFact]) -> lis
     ]
 
 
-def _priced_row(
-    item: OffenceFact, priors: dict[tuple[str, str, str], list[datetime]]
-) -> dict[str, Any]:
+def _priced_row(item: OffenceFact, priors: dict[tuple[str, str, str], _Priors]) -> dict[str, Any]:
     draft, rule = item.draft, item.rule
     penalty = rule.penalty
     ladder = _ladder(rule)
@@ -231,12 +274,12 @@ def _priced_row(
     else:
         key = (*_subject(draft), ladder)
         start, _ = window_bounds(penalty.window, draft.at.astimezone(item.timezone))
-        times = priors.setdefault(key, [])
-        prior = sum(1 for t in times if t <= draft.at and (start is None or t >= start))
+        seen = priors[key]
+        prior = seen.count(start, draft.at)
         fine = assess(
             penalty, prior_offences=prior, charge=draft.charge, number_class=draft.number_class
         )
-        times.append(draft.at)
+        bisect.insort(seen.times, draft.at)
         step = penalty.steps[min(prior, len(penalty.steps) - 1)]
         multiple = step.charge_multiple
         head_share = penalty.department_head_share
