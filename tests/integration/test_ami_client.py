@@ -449,6 +449,35 @@ async def test_garbage_and_oversized_frames_are_logged_and_skipped() -> None:
     assert kinds["ami.frame_too_large"] == "error"
 
 
+async def test_an_event_with_a_response_field_is_an_event_not_a_reply() -> None:
+    """OriginateResponse carries ``Response:``; it still goes to the sink, in order."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_login(reader, writer)
+        writer.write(
+            encode_message(
+                [
+                    ("Event", "OriginateResponse"),
+                    ("Privilege", "call,all"),
+                    ("ActionID", "pbxguard-1"),
+                    ("Response", "Failure"),
+                    ("Channel", "PJSIP/2001"),
+                    ("Reason", "0"),
+                ]
+            )
+        )
+        writer.write(encode_message([("Event", "After")]))
+        await reader.read()
+
+    events = EventLog()
+    async with fake_server(handler) as (host, port, _):
+        client = AmiClient(host, port, "pbxguard", TEST_SECRET, sink=events, timing=fast_timing())
+        async with running(client):
+            await events.wait_for_event("After")
+    assert [m.event for m in events.events] == ["OriginateResponse", "After"]
+    assert events.events[0].get("Response") == "Failure"
+
+
 async def test_a_server_that_does_not_speak_ami_is_retried() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")

@@ -567,7 +567,9 @@ class AmiClient:
             self._dispatch(message.salvaged, queue)
 
     def _dispatch(self, message: AmiMessage, queue: asyncio.Queue[AmiMessage | None]) -> None:
-        if message.response is not None:
+        # An event is an event even when it carries a Response field (OriginateResponse);
+        # reading the name off the first line is also much cheaper than looking for the field.
+        if message.event is None and message.response is not None:
             self._resolve(message)
             return
         if self._collecting:
