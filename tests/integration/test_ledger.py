@@ -352,6 +352,24 @@ def test_a_batch_across_a_quarter_is_priced_against_earlier_later_and_excused_of
     assert {key: by_key[key].id for key in steps} == {entry.key: entry.id for entry in stored}
 
 
+def test_a_listing_pages_through_offences_that_share_a_time_once_each_in_order(
+    ledger: Ledger,
+) -> None:
+    """Pages of 1,000 cut between offences recorded at the same instant lose and repeat none."""
+    moments = [local(2026, 9, 1 + n // 700, 10) for n in range(2_500)]  # 700 share each instant
+    batch = [
+        OffenceFact(draft(f"tie-{n:04d}", AN1, at, person=f"p-{n % 40}"), AN1, SHANGHAI)
+        for n, at in enumerate(moments)
+    ]
+    with ledger.db.write() as session:
+        record_offences(session, batch)
+    listed = list(ledger.offences.iter_offences(ledger.month("2026-09")))
+    assert len(listed) == 2_500
+    assert len({entry.id for entry in listed}) == 2_500
+    assert [(e.at, e.id) for e in listed] == sorted((e.at, e.id) for e in listed)
+    assert {e.key for e in listed} == {f"tie-{n:04d}" for n in range(2_500)}
+
+
 def test_pr1_is_twenty_times_the_stored_charge_plus_fifty(
     ledger: Ledger,
     ledger_url: str,  # noqa: F811
