@@ -3,7 +3,8 @@
 Start: the FastAGI port is bound *before* the task group starts, so a busy port is one clear
 error, not a traceback of a group; the ledger writer thread starts; the hash chain's newest rows
 are verified (in a worker thread) and a break raises an alert; then the AMI client, the timers,
-the MQTT link, the approvals refresh, the policy watch and the register watch run as tasks.
+the MQTT link, the approvals refresh, the policy watch, the register watch and the event
+loop's stall watch (`pbxguard.adapters.loop_watch`) run as tasks.
 
 Stop (SIGTERM, SIGINT): the FastAGI server closes, the AMI client logs off, the outages under
 way are recorded, the hangups in flight get their replies, then the writer drains the journal
@@ -23,6 +24,7 @@ from typing import Any
 import structlog
 
 from pbxguard.adapters.ledger.audit import verify_ledger
+from pbxguard.adapters.loop_watch import LoopWatch
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.adapters.systemd import SystemdNotifier
 from pbxguard.bootstrap import Parts
@@ -59,6 +61,7 @@ class Daemon:
         self._policy_check = policy_check
         self._extra = dict(extra_tasks or {})
         self._active: dict[str, Approval] = {}
+        self.loop_watch = LoopWatch()
         self.started = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -89,6 +92,7 @@ class Daemon:
                     group.create_task(self._policy_watch(), name="policy-watch"),
                     group.create_task(parts.register_watch.run(), name="register-watch"),
                     group.create_task(self._verify_tail(), name="verify-ledger"),
+                    group.create_task(self.loop_watch.run(), name="loop-watch"),
                 ]
                 if parts.link is not None:
                     workers.append(group.create_task(parts.link.run(), name="mqtt"))
@@ -120,10 +124,14 @@ class Daemon:
             self._systemd.close()
             parts.journal.close()
             parts.database.close()
+            worst = self.loop_watch.worst
             log.info(
                 "pbxguard stopped",
                 ledger_drained=drained,
                 journal_pending=parts.journal.pending,
+                loop_worst_stall_ms=round(worst.stall_ms, 1),
+                loop_stalls=worst.stalls,
+                gc_worst_ms=round(worst.gc_ms, 1),
             )
 
     def _status_line(self) -> str:
