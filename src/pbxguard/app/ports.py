@@ -192,6 +192,11 @@ class RegisterBookPort(Protocol):
     ) -> list[RegisterEntry]:
         """Return the entries of [start, end)."""
 
+    def iter_entries(
+        self, start: datetime, end: datetime, *, site: str | None = None
+    ) -> Iterator[RegisterEntry]:
+        """Yield the entries of [start, end), a page at a time."""
+
     def unfilled(
         self, older_than: datetime, *, since: datetime | None = None
     ) -> list[RegisterEntry]:
