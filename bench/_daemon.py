@@ -228,6 +228,19 @@ class Daemon:
                     found.append(data)
         return found
 
+    def stalls(self) -> str:
+        """What the daemon's stop line says of its event loop, and its stall warnings."""
+        stopped = self.log_lines("pbxguard stopped")
+        warned = len(self.log_lines("event loop stalled"))
+        if not stopped or "loop_worst_stall_ms" not in stopped[-1]:
+            return f"stall warnings {warned}"
+        last = stopped[-1]
+        return (
+            f"worst event-loop stall {last['loop_worst_stall_ms']} ms"
+            f" ({last['loop_stalls']} over 50 ms, {warned} logged),"
+            f" worst GC pause {last['gc_worst_ms']} ms"
+        )
+
     def log_tail(self, lines: int = 20) -> str:
         """The end of the daemon's log."""
         if not self.log_path.exists():

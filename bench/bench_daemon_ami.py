@@ -511,6 +511,7 @@ class Outcome:
     rss: list[tuple[float, float]] = field(default_factory=list)  # (now, peak) after each part
     log: dict[str, int] = field(default_factory=dict)
     split: str = ""
+    stalls: str = ""
 
 
 @contextlib.contextmanager
@@ -571,6 +572,7 @@ def run_client(kind: str, options: argparse.Namespace, tmp: Path) -> Outcome:
         setup = _line(pbx)
         daemon: Daemon | None = None
         bare: subprocess.Popen[bytes] | None = None
+        outcome = Outcome(setup, [], {})
         if kind == "daemon":
             directory = tmp / f"daemon-{time.monotonic_ns()}"
             directory.mkdir()
@@ -607,7 +609,6 @@ def run_client(kind: str, options: argparse.Namespace, tmp: Path) -> Outcome:
                     stderr=subprocess.DEVNULL,
                 )
             _tell(pbx, "go")
-            outcome = Outcome(setup, [], {})
             for n in range(2 if options.live else 1):
                 outcome.parts.append(_line(pbx))
                 if daemon is not None:
@@ -626,6 +627,7 @@ def run_client(kind: str, options: argparse.Namespace, tmp: Path) -> Outcome:
             if daemon is not None:
                 daemon.stop()
                 outcome.log = dict(daemon.log_events().most_common(6))
+                outcome.stalls = daemon.stalls()
             if bare is not None:
                 bare.terminate()
                 bare.wait(10)
@@ -708,6 +710,7 @@ def _print(bare: Outcome, guard: Outcome, options: argparse.Namespace) -> None:
     )
     for label, (now, peak) in zip(labels, guard.rss, strict=False):
         print(f"pbxguard RSS after {label}: {now:.1f} MB (peak so far {peak:.1f} MB)")
+    print(f"pbxguard: {guard.stalls}")
     print(f"pbxguard log: {guard.log}")
 
 

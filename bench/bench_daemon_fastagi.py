@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import os
 import selectors
 import socket
 import subprocess
@@ -299,6 +300,7 @@ def _py_spy(
             str(max(1, round(seconds))),
             "--rate",
             "250",
+            *(["--gil"] if os.environ.get("PBXGUARD_BENCH_GIL") else []),
             "--format",
             "raw",
             "--threads",
@@ -383,6 +385,7 @@ def main() -> int:
         finally:
             status = daemon.stop()
             events = daemon.log_events()
+            print(f"daemon: {daemon.stalls()}")
             print(
                 f"daemon exit status {status}; log: {sum(events.values())} lines "
                 f"{dict(events.most_common(5))}"
