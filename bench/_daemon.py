@@ -57,6 +57,12 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far, every thread, user and system."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 # --- the daemon process ---------------------------------------------------------------------
 
 
@@ -146,8 +152,7 @@ class Daemon:
 
     def cpu_seconds(self) -> float:
         """CPU time the daemon has used so far, every thread, user and system."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return cpu_seconds(self.pid)
 
     def thread_cpu(self) -> dict[int, tuple[float, float]]:
         """CPU seconds (user, system) used by each of the daemon's threads, by thread id."""
@@ -178,6 +183,19 @@ class Daemon:
             for name, (user, system) in sorted(used.items(), key=lambda kv: -sum(kv[1]))
             if user + system > 0
         )
+
+    def run_queue_wait(self, tid: int | None = None) -> float:
+        """Seconds a thread (the event loop by default) has waited, runnable, for a CPU.
+
+        From the kernel's schedstat: time the thread was ready to run while other processes
+        had the machine's cores. On a shared machine this is latency nobody in the daemon
+        caused.
+        """
+        try:
+            fields = Path(f"/proc/{self.pid}/task/{tid or self.pid}/schedstat").read_text()
+        except OSError:
+            return float("nan")
+        return int(fields.split()[1]) / 1e9
 
     def thread_names(self) -> dict[int, str]:
         """Python's names of the daemon's threads, by thread id (asks py-spy when installed)."""

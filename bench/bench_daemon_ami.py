@@ -512,6 +512,7 @@ class Outcome:
     log: dict[str, int] = field(default_factory=dict)
     split: str = ""
     stalls: str = ""
+    runnable: float = 0.0
 
 
 @contextlib.contextmanager
@@ -588,6 +589,8 @@ def run_client(kind: str, options: argparse.Namespace, tmp: Path) -> Outcome:
             _line(pbx)  # logged in and resynchronised
             cpu_before = daemon.cpu_seconds() if daemon else 0.0
             threads_before = daemon.thread_cpu() if daemon else {}
+            waited_before = daemon.run_queue_wait() if daemon else 0.0
+            began = time.monotonic()
             spy = None
             if daemon is not None and options.py_spy:
                 Path(options.py_spy).mkdir(parents=True, exist_ok=True)
@@ -623,6 +626,9 @@ def run_client(kind: str, options: argparse.Namespace, tmp: Path) -> Outcome:
                 outcome.cpu = daemon.cpu_seconds() - cpu_before
                 sent = sum(p["sent"] for p in outcome.parts)
                 outcome.split = daemon.cpu_split(threads_before, sent)
+                outcome.runnable = (daemon.run_queue_wait() - waited_before) / (
+                    time.monotonic() - began
+                )
         finally:
             if daemon is not None:
                 daemon.stop()
@@ -711,6 +717,10 @@ def _print(bare: Outcome, guard: Outcome, options: argparse.Namespace) -> None:
     for label, (now, peak) in zip(labels, guard.rss, strict=False):
         print(f"pbxguard RSS after {label}: {now:.1f} MB (peak so far {peak:.1f} MB)")
     print(f"pbxguard: {guard.stalls}")
+    print(
+        f"pbxguard: its event loop waited, ready to run, for a CPU the machine's other work held:"
+        f" {guard.runnable:.0%} of the time"
+    )
     print(f"pbxguard log: {guard.log}")
 
 

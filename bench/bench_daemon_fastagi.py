@@ -53,6 +53,7 @@ from _daemon import (
     REPOSITORY,
     Daemon,
     IdleAmi,
+    cpu_seconds,
     free_port,
     journal_state,
     ledger_rows,
@@ -110,8 +111,8 @@ async def _serve_baseline() -> None:
 
 
 @contextlib.contextmanager
-def baseline_server() -> Iterator[int]:
-    """Start the trivial FastAGI server in a process of its own; yield its port."""
+def baseline_server() -> Iterator[tuple[int, int]]:
+    """Start the trivial FastAGI server in a process of its own; yield its port and pid."""
     process = subprocess.Popen(
         [sys.executable, __file__, "--serve-baseline"],
         stdin=subprocess.PIPE,
@@ -120,7 +121,7 @@ def baseline_server() -> Iterator[int]:
     )
     try:
         assert process.stdout is not None
-        yield int(process.stdout.readline())
+        yield int(process.stdout.readline()), process.pid
     finally:
         assert process.stdin is not None
         process.stdin.close()
@@ -353,7 +354,7 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="bench-daemon-agi-") as tmp,
         IdleAmi() as ami,
         ledger_database(options.postgres) as url,
-        baseline_server() as baseline_port,
+        baseline_server() as (baseline_port, baseline_pid),
     ):
         daemon = Daemon(Path(tmp), ami_port=ami.port, agi_port=free_port(), ledger_url=url)
         daemon.start()
@@ -373,7 +374,7 @@ def main() -> int:
             drive(daemon.agi_port, rate=200, seconds=1.0, uid_base=1796000000, check=True)
             wait_drained(daemon.journal, 30)
             best = [
-                _round(round_no, options, daemon, baseline_port)
+                _round(round_no, options, daemon, (baseline_port, baseline_pid))
                 for round_no in range(1, options.rounds + 1)
             ]
             rounds = ", ".join(f"{b:g}/s" if b else "none" for b in best)
@@ -393,7 +394,10 @@ def main() -> int:
     return 0
 
 
-def _round(round_no: int, options: argparse.Namespace, daemon: Daemon, baseline_port: int) -> float:
+def _round(
+    round_no: int, options: argparse.Namespace, daemon: Daemon, baseline: tuple[int, int]
+) -> float:
+    baseline_port, baseline_pid = baseline
     print(f"\nround {round_no}, load average {load()}")
     print(
         f"{'rate':>6} {'sent':>6} {'ok':>6} {'fail':>4} {'err':>4} {'wrong':>5}"
@@ -402,6 +406,7 @@ def _round(round_no: int, options: argparse.Namespace, daemon: Daemon, baseline_
     )
     best = 0.0
     for index, rate in enumerate(options.rates):
+        base_cpu = cpu_seconds(baseline_pid)
         base = drive(
             baseline_port,
             rate=rate,
@@ -410,6 +415,7 @@ def _round(round_no: int, options: argparse.Namespace, daemon: Daemon, baseline_
             check=False,
             one_write=options.one_write,
         )
+        base_cpu = (cpu_seconds(baseline_pid) - base_cpu) / max(base.answered, 1)
         peak = 0
 
         def sample() -> None:
@@ -419,6 +425,8 @@ def _round(round_no: int, options: argparse.Namespace, daemon: Daemon, baseline_
 
         cpu_before = daemon.cpu_seconds()
         threads_before = daemon.thread_cpu()
+        waited_before = daemon.run_queue_wait()
+        began = time.monotonic()
         spy = _py_spy(options.py_spy, daemon.pid, f"r{round_no}-{rate:g}", options.seconds)
         run = drive(
             daemon.agi_port,
@@ -435,6 +443,7 @@ def _round(round_no: int, options: argparse.Namespace, daemon: Daemon, baseline_
         drained, waited = wait_drained(daemon.journal, 60)
         cpu = daemon.cpu_seconds() - cpu_before
         split = daemon.cpu_split(threads_before, max(run.answered, 1))
+        runnable = (daemon.run_queue_wait() - waited_before) / (time.monotonic() - began)
         # Every verdict the daemon gave (its log says which) must be in the ledger, with an
         # offence for each refusal; a verdict given too late for the client counts too.
         given = daemon.log_lines("pre-dial verdict")
@@ -457,7 +466,14 @@ def _round(round_no: int, options: argparse.Namespace, daemon: Daemon, baseline_
             f" {rows:>7}/{len(given):<7} {peak:>5} {drain:>6}"
             f"{lost}"
         )
-        print(f"{'':>7}CPU per verdict by thread: {split}")
+        print(
+            f"{'':>7}CPU per verdict by thread: {split}; the baseline server's CPU per attempt:"
+            f" {base_cpu * 1e6:.0f} µs"
+        )
+        print(
+            f"{'':>7}the event loop waited, ready to run, for a CPU the machine's other work"
+            f" held: {runnable:.0%} of the time"
+        )
     return best
 
 
