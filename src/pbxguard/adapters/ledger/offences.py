@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, Select, and_, func, select
+from sqlalchemy import Row, Select, and_, bindparam, func, select
 
 from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession
 from pbxguard.adapters.ledger.schema import adjustments, offence_outcomes, offences
@@ -181,16 +182,39 @@ def _subject(draft: OffenceDraft) -> tuple[str, str]:
     return (draft.person_id, "") if draft.person_id else ("", draft.extension)
 
 
-def _priors(subject: tuple[str, str], ladder: str, *, count: bool) -> Select[Any]:
-    """The subject's offences under ``ladder`` that count (none excused): times or a count."""
+@cache
+def _priors(*, by_extension: bool, count: bool, since: bool, before: bool) -> Select[Any]:
+    """The subject's offences under a ladder that count (none excused): times or a count.
+
+    Built once per shape (the writer asks for priors in every batch with offences); the
+    values are bound when it runs: person, ladder, extension, since, before.
+    """
     c = offences.c
     excused = select(adjustments.c.offence_id).where(adjustments.c.kind.in_(_EXCUSING))
     query = select(func.count() if count else c.at).where(
-        c.person_id == subject[0], c.ladder == ladder, c.id.not_in(excused)
+        c.person_id == bindparam("person"), c.ladder == bindparam("ladder"), c.id.not_in(excused)
     )
-    if not subject[0]:
-        query = query.where(c.extension == subject[1])
+    if by_extension:
+        query = query.where(c.extension == bindparam("extension"))
+    if since:
+        query = query.where(c.at >= bindparam("since"))
+    if before:
+        query = query.where(c.at < bindparam("before"))
     return query
+
+
+def _prior_values(
+    key: tuple[str, str, str], since: datetime | None, before: datetime | None
+) -> dict[str, Any]:
+    person, extension, ladder = key
+    values: dict[str, Any] = {"person": person, "ladder": ladder}
+    if not person:
+        values["extension"] = extension
+    if since is not None:
+        values["since"] = since
+    if before is not None:
+        values["before"] = before
+    return values
 
 
 def _prior_count(
@@ -199,17 +223,15 @@ def _prior_count(
     since: datetime | None,
     before: datetime,
 ) -> int:
-    query = _priors(key[:2], key[2], count=True).where(offences.c.at < before)
-    if since is not None:
-        query = query.where(offences.c.at >= since)
-    return int(session.execute(query).scalar_one())
+    query = _priors(by_extension=not key[0], count=True, since=since is not None, before=True)
+    return int(session.execute(query, _prior_values(key, since, before)).scalar_one())
 
 
 def _prior_times(
     session: LedgerSession, key: tuple[str, str, str], since: datetime
 ) -> list[datetime]:
-    query = _priors(key[:2], key[2], count=False).where(offences.c.at >= since)
-    return sorted(row.at for row in session.execute(query))
+    query = _priors(by_extension=not key[0], count=False, since=True, before=False)
+    return sorted(row.at for row in session.execute(query, _prior_values(key, since, None)))
 
 
 @dataclass(slots=True)
@@ -267,9 +289,7 @@ def record_offences(session: LedgerSession, items: Sequence[OffenceFact]) -> lis
     }
     rows = [_priced_row(item, priors) for item in sorted(fresh, key=lambda i: i.draft.at)]
     ids = session.append("offences", rows)
-    return [
-        offence_entry(dict(row, id=row_id)) for row, row_id in zip(rows, ids, strict=True)
-    ]
+    return [offence_entry(dict(row, id=row_id)) for row, row_id in zip(rows, ids, strict=True)]
 
 
 def _priced_row(item: OffenceFact, priors: dict[tuple[str, str, str], _Priors]) -> dict[str, Any]:
@@ -346,7 +366,7 @@ def record_outcomes(session: LedgerSession, outcomes: Sequence[OffenceOutcome]) 
                 "cause": outcome.cause,
             }
         )
-    session.append("offence_outcomes", rows)
+    session.append("offence_outcomes", rows, ids=False)
     return len(rows)
 
 
