@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import select
 import signal
@@ -602,6 +603,7 @@ def run_client(kind: str, options: argparse.Namespace, tmp: Path) -> Outcome:
                         str(daemon.pid),
                         "--rate",
                         "250",
+                        *(["--gil"] if os.environ.get("PBXGUARD_BENCH_GIL") else []),
                         "--format",
                         "raw",
                         "--threads",
