@@ -65,6 +65,7 @@ BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 SPACING_US = 1_000
 LIVE_SPACING_US = 100
 WARN_MS = 50.0
+RECORDED = 1795397584.0  # when the recordings were made (23 November 2026, 09:33 Shanghai)
 WRITETIMEOUT_MS = 100.0
 READ = 65536
 
@@ -155,8 +156,14 @@ def build_stream(events: int, live: int) -> Stream:
     """Copy the recordings until ``events`` (or ``live`` calls that stay up) are reached."""
     recordings = _recordings()
     if live:
-        # Calls only, cut before their first hangup: they stay up until the second part.
-        recordings = [(n, f) for n, f in recordings if any(b"Event: DialBegin" in x for x in f)]
+        # Allowed calls only (a forbidden one is hung up at once), cut before their first
+        # hangup: every one stays up until the second part.
+        recordings = [
+            (name, frames)
+            for name, frames in recordings
+            if any(b"Event: DialBegin" in x for x in frames)
+            and not _forbidden([[_frame(0, x) for x in frames]])
+        ]
     first: list[Frame] = []
     second: list[Frame] = []
     copy = calls = held = 0
@@ -183,11 +190,11 @@ def build_stream(events: int, live: int) -> Stream:
     first.sort(key=lambda f: f.at_us)
     second.sort(key=lambda f: f.at_us)
     stream = Stream([first, second] if live else [first], calls)
-    stream.forbidden = _forbidden(stream)
+    stream.forbidden = _forbidden(stream.parts)
     return stream
 
 
-def _forbidden(stream: Stream) -> set[bytes]:
+def _forbidden(parts: list[list[Frame]]) -> set[bytes]:
     """The trunk legs of the calls the policy refuses (what `pbxguard check` says of them)."""
     from _daemon import REFERENCE
 
@@ -198,14 +205,14 @@ def _forbidden(stream: Stream) -> set[bytes]:
     policy = load_policy(str(REFERENCE)).policy
     verdicts: dict[tuple[bytes, bytes], bool] = {}
     found = set()
-    for part in stream.parts:
+    for part in parts:
         for frame in part:
             if not frame.data.startswith(b"Event: DialBegin\r\n"):
                 continue
             caller = _header(frame.data, b"CallerIDNum")
             number = _header(frame.data, b"DialString").split(b"@")[0]
             if (caller, number) not in verdicts:
-                at = datetime.fromtimestamp(frame.at_us / 1e6, UTC)
+                at = datetime.fromtimestamp(frame.at_us / 1e6 or RECORDED, UTC)
                 decision = check_call(
                     CallAttempt(caller.decode(), number.decode()),
                     policy=policy,
