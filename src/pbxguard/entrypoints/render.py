@@ -77,7 +77,16 @@ FILL_LABELS = {
     FillState.UNFILLED: "未登记 unfilled",
     FillState.OVERDUE: "逾期未登记 overdue",
 }
-_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+def local_time(moment: datetime) -> str:
+    """Return a date-time as ``YYYY-MM-DD HH:MM:SS`` (its own clock, to the second).
+
+    The first 19 characters of its ISO form: the same text as strftime with that format (for
+    years from 1000 on), at a fraction of the cost (an export formats a hundred thousand).
+    """
+    return moment.isoformat(sep=" ", timespec="seconds")[:19]
+
 #: Columns written by hand that need room in a spreadsheet (their width in characters).
 WIDE_COLUMNS = {"subject": 40, "outcome": 40, "detail_zh": 48, "rule_title_zh": 30}
 
@@ -113,7 +122,7 @@ def offence_row(entry: OffenceEntry, timezone: ZoneInfo) -> dict[str, Any]:
     outcome = entry.final_outcome.value
     return {
         "id": entry.id,
-        "at": entry.at.astimezone(timezone).strftime(_TIME),
+        "at": local_time(entry.at.astimezone(timezone)),
         "rule": entry.rule_id,
         "citation": entry.citation,
         "rule_title_zh": entry.rule_title_zh,
@@ -158,8 +167,8 @@ def register_row(
         "callee_number": entry.callee_number,
         "callee_name": entry.callee_name,
         "class": _class_text(entry.number_class),
-        "start": started.strftime(_TIME),
-        "end": ended.strftime(_TIME),
+        "start": local_time(started),
+        "end": local_time(ended),
         "duration": format_duration(entry.duration),
         "subject": entry.subject,
         "outcome": entry.outcome,
