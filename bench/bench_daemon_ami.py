@@ -507,6 +507,25 @@ async def bare_reader(port: int, forbidden_file: str) -> None:
 
 # --- orchestration ----------------------------------------------------------------------------
 
+# What the daemon logs as a matter of course in this benchmark (the PBX's alerts are recorded
+# events of the recordings; hangups are resent while a burst is read).
+_ROUTINE = {"alert", "alert cleared", "hangup failed; will send it again", "event loop stalled"}
+
+
+def _troubles(daemon: Daemon) -> list[str]:
+    """The first line of each kind of warning or error the daemon logged, with its count."""
+    seen: dict[str, tuple[int, str]] = {}
+    for line in daemon.log_path.read_text("utf-8", errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        data = json.loads(line)
+        event = str(data.get("event"))
+        if data.get("level") not in ("warning", "error", "critical") or event in _ROUTINE:
+            continue
+        count, first = seen.get(event, (0, line[:300]))
+        seen[event] = (count + 1, first)
+    return [f"{count} x {first}" for count, first in seen.values()]
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -521,6 +540,7 @@ class Outcome:
     split: str = ""
     stalls: str = ""
     runnable: float = 0.0
+    troubles: list[str] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -643,6 +663,7 @@ def run_client(kind: str, options: argparse.Namespace, tmp: Path) -> Outcome:
                 daemon.stop()
                 outcome.log = dict(daemon.log_events().most_common(6))
                 outcome.stalls = daemon.stalls()
+                outcome.troubles = _troubles(daemon)
             if bare is not None:
                 bare.terminate()
                 bare.wait(10)
@@ -731,6 +752,8 @@ def _print(bare: Outcome, guard: Outcome, options: argparse.Namespace) -> None:
         f" {guard.runnable:.0%} of the time"
     )
     print(f"pbxguard log: {guard.log}")
+    for trouble in guard.troubles:
+        print(f"pbxguard said: {trouble}")
 
 
 if __name__ == "__main__":
