@@ -1085,6 +1085,10 @@ class CallTracker:
     def _check_rejection(
         self, call: _Call, line: Line, ring: _Ring, event: DialEnded
     ) -> list[Effect]:
+        if not line.reject_rule or event.status != "BUSY":
+            # Only a busy answer on a line with a rejection rule can be DT-2: everything below
+            # (a look at every live channel) is for those alone, not for every ring that ends.
+            return []
         caller_extension = self.channels.phone_extension(call.channel)
         busy_elsewhere = any(
             self.channels.phone_extension(channel) == ring.extension

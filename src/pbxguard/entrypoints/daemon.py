@@ -4,8 +4,8 @@ Start: the FastAGI port is bound *before* the task group starts, so a busy port 
 error, not a traceback of a group; the ledger writer thread starts; the hash chain's newest rows
 are verified (in a worker thread) and a break raises an alert; then the AMI client, the timers,
 the MQTT link, the approvals refresh, the policy watch, the register watch, the telesales
-quota watch, the do-not-disturb list watch and the security desk's webhook and e-mail channels
-run as tasks.
+quota watch, the do-not-disturb list watch, the security desk's webhook and e-mail channels
+and the event loop's stall watch (`pbxguard.adapters.loop_watch`) run as tasks.
 
 Stop (SIGTERM, SIGINT): the FastAGI server closes, the AMI client logs off, the outages under
 way are recorded, the hangups in flight get their replies, then the writer drains the journal
@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from pbxguard.adapters.ledger.audit import verify_ledger
+from pbxguard.adapters.loop_watch import LoopWatch
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.adapters.systemd import SystemdNotifier
 from pbxguard.bootstrap import LiveParts, Parts, build_console, stored_open_cuts
@@ -68,6 +69,7 @@ class Daemon:
         self._policy_check = policy_check
         self._extra = dict(extra_tasks or {})
         self._active: dict[str, Approval] = {}
+        self.loop_watch = LoopWatch()
         self.started = asyncio.Event()
         self.console: ConsoleServer | None = None
         settings = parts.settings.console
@@ -121,6 +123,7 @@ class Daemon:
                     group.create_task(self._verify_tail(), name="verify-ledger"),
                     group.create_task(parts.quota_watch.run(), name="quota-watch"),
                     group.create_task(self._dnd_watch(), name="dnd-watch"),
+                    group.create_task(self.loop_watch.run(), name="loop-watch"),
                 ]
                 workers.extend(
                     group.create_task(desk.run(), name=f"emergency-{desk.kind}")
@@ -165,10 +168,14 @@ class Daemon:
             if parts.dnd is not None:
                 parts.dnd.close()
                 parts.dnd = None
+            worst = self.loop_watch.worst
             log.info(
                 "pbxguard stopped",
                 ledger_drained=drained,
                 journal_pending=parts.journal.pending,
+                loop_worst_stall_ms=round(worst.stall_ms, 1),
+                loop_stalls=worst.stalls,
+                gc_worst_ms=round(worst.gc_ms, 1),
             )
 
     def _status_line(self) -> str:
