@@ -120,6 +120,7 @@ class Parts:
     dnd_stamp: tuple[int, int] | None = None
     emergency_desks: list[QueuedDesk] = field(default_factory=list)
     schema_ready: bool = False
+    open_cuts_unread: bool = False
     notes: list[str] = field(default_factory=list)
     locks: LockBook | None = None
     spend: SpendLedger | None = None
@@ -224,20 +225,39 @@ def _journal_open_cuts(journal: Journal) -> tuple[list[OpenCut], set[str]]:
                 ended.add(fact.key)
 
 
-def restored_cuts(journal: Journal, offences: OffenceBook, clock: Clock) -> list[OpenCut]:
-    """Return the hangups an earlier run ordered whose calls' endings were never learnt."""
+def stored_open_cuts(offences: OffenceBook, clock: Clock) -> list[OpenCut]:
+    """Return the hangups the ledger holds as ordered whose calls' endings it never learnt.
+
+    Raises:
+        LedgerError: the ledger cannot be read.
+    """
+    return [
+        OpenCut(entry.key, entry.call.linkedid if entry.call else "", entry.rule_id, entry.at)
+        for entry in offences.open_cuts(clock.now() - OPEN_CUTS_LOOK_BACK)
+    ]
+
+
+def restored_cuts(
+    journal: Journal, offences: OffenceBook, clock: Clock
+) -> tuple[list[OpenCut], bool]:
+    """Return the hangups an earlier run ordered whose calls' endings were never learnt.
+
+    The second value says whether the ledger's share could be read; when it could not (the
+    database is down), only the journal's are returned and the daemon reads the ledger's once
+    it answers (`pbxguard.entrypoints.daemon`).
+    """
     cuts, ended = _journal_open_cuts(journal)
+    read = True
     try:
-        stored = offences.open_cuts(clock.now() - OPEN_CUTS_LOOK_BACK)
+        cuts.extend(stored_open_cuts(offences, clock))
     except LedgerError as error:
-        log.warning("could not read open hangups from the ledger", error=str(error))
-        stored = []
-    for entry in stored:
-        cuts.append(
-            OpenCut(entry.key, entry.call.linkedid if entry.call else "", entry.rule_id, entry.at)
+        log.warning(
+            "could not read open hangups from the ledger; reading them once it answers",
+            error=str(error),
         )
+        read = False
     unique = {cut.key: cut for cut in cuts if cut.key not in ended}
-    return list(unique.values())
+    return list(unique.values()), read
 
 
 def _journal_controls(journal: Journal) -> tuple[list[CallSummary], list[Lock]]:
@@ -405,6 +425,7 @@ def build(
     dnd_store = DndStore(settings.dnd_path)
     dnd, dnd_stamp = open_do_not_disturb(dnd_store)
     pbx = _LateBoundPbx()
+    open_cuts, open_cuts_read = restored_cuts(journal, offences, clock)
     journal_calls, journal_locks = _journal_controls(journal)
     locks = LockBook(database)
     spend = SpendLedger(
@@ -424,7 +445,7 @@ def build(
         clock=clock,
         code_limits=limits,
         code_failures=recent_code_failures(codes, limits, clock),
-        open_cuts=restored_cuts(journal, offences, clock),
+        open_cuts=open_cuts,
         emergency=emergency,
         dnd=dnd,
         warner=_LateBoundWarner(pbx),
@@ -459,7 +480,7 @@ def build(
         settings.ami.username,
         settings.ami.secret,
         sink=guard.on_ami_message,
-        on_login=lambda client: guard.resync(client.send_list_action),
+        on_login=lambda client: guard.resync(client.send_list_action, client.send_action),
         on_disconnect=guard.on_connection_lost,
         timing=AmiTiming(
             ping_interval=settings.ami.ping_interval,
@@ -517,6 +538,7 @@ def build(
         locks=locks,
         spend=spend,
         spend_ready=spent is not None,
+        open_cuts_unread=not open_cuts_read,
     )
 
 

@@ -84,6 +84,9 @@ async def test_daemon_enforces_logs_json_keeps_the_secret_and_stops_on_sigterm(
     assert "pbxguard starting" in events
     assert "hangup accepted" in events
     assert events[-1] == "pbxguard stopped"
+    # The stop says how long the event loop stalled at worst, and the collector's worst pause.
+    assert lines[-1]["loop_worst_stall_ms"] >= 0
+    assert lines[-1]["gc_worst_ms"] >= 0
     assert secret not in stderr.decode() + stdout.decode()
     [hangup] = pbx.actions_named("Hangup")
     assert hangup.message.get("Channel") == "Local/00441632960123@pstn-00000000;1"

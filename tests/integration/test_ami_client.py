@@ -449,6 +449,71 @@ async def test_garbage_and_oversized_frames_are_logged_and_skipped() -> None:
     assert kinds["ami.frame_too_large"] == "error"
 
 
+async def test_an_event_with_a_response_field_is_an_event_not_a_reply() -> None:
+    """OriginateResponse carries ``Response:``; it still goes to the sink, in order."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_login(reader, writer)
+        writer.write(
+            encode_message(
+                [
+                    ("Event", "OriginateResponse"),
+                    ("Privilege", "call,all"),
+                    ("ActionID", "pbxguard-1"),
+                    ("Response", "Failure"),
+                    ("Channel", "PJSIP/2001"),
+                    ("Reason", "0"),
+                ]
+            )
+        )
+        writer.write(encode_message([("Event", "After")]))
+        await reader.read()
+
+    events = EventLog()
+    async with fake_server(handler) as (host, port, _):
+        client = AmiClient(host, port, "pbxguard", TEST_SECRET, sink=events, timing=fast_timing())
+        async with running(client):
+            await events.wait_for_event("After")
+    assert [m.event for m in events.events] == ["OriginateResponse", "After"]
+    assert events.events[0].get("Response") == "Failure"
+
+
+async def test_a_burst_is_read_no_faster_than_the_sink_takes_it() -> None:
+    """The client stops reading while ``read_ahead`` events wait (the kernel holds the rest)."""
+    padding = "x" * 500
+    burst = 20_000
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_login(reader, writer)
+        for n in range(burst):
+            writer.write(encode_message([("Event", "Burst"), ("N", str(n)), ("Pad", padding)]))
+            if n % 1000 == 0:
+                await writer.drain()
+        writer.write(encode_message([("Event", "End")]))
+        await writer.drain()
+        await reader.read()
+
+    waiting: list[int] = []
+    events = EventLog()
+    client: AmiClient | None = None
+
+    def sink(message: AmiMessage) -> None:
+        assert client is not None
+        waiting.append(client.queued)
+        events(message)
+
+    async with fake_server(handler) as (host, port, _):
+        client = AmiClient(
+            host, port, "pbxguard", TEST_SECRET, sink=sink, timing=fast_timing(), read_ahead=100
+        )
+        async with running(client):
+            await events.wait_for_event("End")
+    assert [m.get("N") for m in events.named("Burst")] == [str(n) for n in range(burst)]
+    # One read (64 KiB) holds at most 64 KiB / 540 bytes of these events beyond the 100.
+    assert max(waiting) < 100 + 65536 // 540
+    assert client.queued == 0
+
+
 async def test_a_server_that_does_not_speak_ami_is_retried() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")

@@ -276,6 +276,28 @@ def test_the_writer_stores_every_fact_once_in_order(tmp_path: Path, journal: Jou
     db.close()
 
 
+def test_facts_that_come_one_by_one_share_a_transaction_and_a_stop_does_not_wait(
+    tmp_path: Path, journal: Journal
+) -> None:
+    """Facts that follow each other closely share a transaction; a stop cuts the wait short."""
+    db = database(tmp_path / "ledger.sqlite3")
+    facts = FactJournal(journal)
+    writer = LedgerWriter(journal, db, linger=30.0)
+    facts.append([decision(0)])
+    writer.start()
+    try:
+        # What the journal held at the start is written at once; then the writer waits.
+        assert writer.wait_idle(10)
+        for n in range(1, 21):
+            facts.append([decision(n)])  # one write(2) and one wake-up each
+    finally:
+        # The linger (30 s) is longer than the stop waits for the thread (drain + 5 s).
+        assert writer.stop(drain=5)
+    assert len(CallLog(db).decisions()) == 21
+    assert writer.status.batches == 2
+    db.close()
+
+
 def test_a_locked_database_delays_facts_and_loses_none(tmp_path: Path, journal: Journal) -> None:
     path = tmp_path / "ledger.sqlite3"
     db = database(path)

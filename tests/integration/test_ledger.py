@@ -36,6 +36,7 @@ from pbxguard.adapters.ledger.console import (
     UserBook,
 )
 from pbxguard.adapters.ledger.database import sync_url, translate_error
+from pbxguard.adapters.ledger.offences import record_offences
 from pbxguard.adapters.ledger.schema import LEDGER_TABLES, metadata
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.app.ledger import offence_filter
@@ -56,6 +57,7 @@ from pbxguard.domain.records import (
     Lock,
     LockScope,
     OffenceDraft,
+    OffenceFact,
     OffenceOutcome,
     Outcome,
 )
@@ -330,6 +332,52 @@ def test_dt4_ladder_escalates_across_rules_and_resets_at_the_shanghai_quarter(
     assert fourth.at.astimezone(UTC).month == 3
     assert someone_else.escalation_step == 1
     assert {e.ladder for e in (first, second, third, fourth)} == {"DT-4"}
+
+
+def test_a_batch_across_a_quarter_is_priced_against_earlier_later_and_excused_offences(
+    ledger: Ledger,
+) -> None:
+    """One transaction of offences (as the writer stores them) counts each one's own priors."""
+    waived = ledger.offences.record(draft("s0", DT1, local(2026, 3, 1)), DT1, timezone=SHANGHAI)
+    ledger.offences.add_adjustment(
+        waived.id, AdjustmentKind.WAIVER, by="head", reason="line fault", at=local(2026, 3, 2)
+    )
+    ledger.offences.record(draft("s1", DT1, local(2026, 3, 20)), DT1, timezone=SHANGHAI)
+    # Stored before the batch, but later than two of its offences.
+    ledger.offences.record(draft("s2", DT1, local(2026, 4, 10)), DT1, timezone=SHANGHAI)
+    batch = [
+        OffenceFact(draft("b3", DT3, local(2026, 4, 12)), DT3, SHANGHAI),
+        OffenceFact(draft("b1", DT3, local(2026, 3, 25)), DT3, SHANGHAI),
+        OffenceFact(draft("b4", DT1, local(2026, 4, 5)), DT1, SHANGHAI),
+        OffenceFact(draft("b2", DT1, local(2026, 3, 31, 20)), DT1, SHANGHAI),
+    ]
+    with ledger.db.write() as session:
+        stored = record_offences(session, batch)
+    steps = {entry.key: entry.escalation_step for entry in stored}
+    # Q1: s1 (s0 waived), then b1, b2. Q2 up to 5 April: nothing; up to 12 April: b4 and s2.
+    assert steps == {"b1": 2, "b2": 3, "b4": 1, "b3": 3}
+    assert [entry.key for entry in stored] == ["b1", "b2", "b4", "b3"]
+    by_key = {entry.key: entry for entry in ledger.offences.offences()}
+    assert {key: by_key[key].escalation_step for key in steps} == steps
+    assert {key: by_key[key].id for key in steps} == {entry.key: entry.id for entry in stored}
+
+
+def test_a_listing_pages_through_offences_that_share_a_time_once_each_in_order(
+    ledger: Ledger,
+) -> None:
+    """Pages of 1,000 cut between offences recorded at the same instant lose and repeat none."""
+    moments = [local(2026, 9, 1 + n // 700, 10) for n in range(2_500)]  # 700 share each instant
+    batch = [
+        OffenceFact(draft(f"tie-{n:04d}", AN1, at, person=f"p-{n % 40}"), AN1, SHANGHAI)
+        for n, at in enumerate(moments)
+    ]
+    with ledger.db.write() as session:
+        record_offences(session, batch)
+    listed = list(ledger.offences.iter_offences(ledger.month("2026-09")))
+    assert len(listed) == 2_500
+    assert len({entry.id for entry in listed}) == 2_500
+    assert [(e.at, e.id) for e in listed] == sorted((e.at, e.id) for e in listed)
+    assert {e.key for e in listed} == {f"tie-{n:04d}" for n in range(2_500)}
 
 
 def test_pr1_is_twenty_times_the_stored_charge_plus_fifty(

@@ -18,6 +18,7 @@ from openpyxl import load_workbook
 from structlog.testing import capture_logs
 
 from pbxguard.adapters.ledger import CallLog, LedgerDatabase, OffenceBook, RegisterBook
+from pbxguard.adapters.ledger.calls import record_calls
 from pbxguard.adapters.settings import AgiSettings
 from pbxguard.app.register_watch import RegisterWatch
 from pbxguard.bootstrap import build
@@ -330,6 +331,40 @@ async def test_answered_long_distance_calls_are_entered_reported_and_filled(
     assert sheet.freeze_panes == "A3"
     subject_width = sheet.column_dimensions["J"].width
     assert subject_width >= len("与武汉客户核对合同条款") * 2
+
+
+async def test_a_long_register_is_listed_and_exported_whole_in_order_with_its_fills(
+    site: Site,
+) -> None:
+    """A month of 2,500 entries: read page by page, each with its latest fill, none twice."""
+    database = LedgerDatabase.open(site.url, site="reference")
+    database.migrate()
+    start = datetime(2026, 11, 2, 9, 0, tzinfo=SHANGHAI)
+    calls = [long_distance_call(f"bulk.{n}", start + timedelta(seconds=n)) for n in range(2_500)]
+    with database.write() as session:
+        record_calls(session, calls)
+    book = RegisterBook(database)
+    month = month_bounds("2026-11", SHANGHAI)
+    first, *_, last = book.entries(*month)
+    filled_at = start + timedelta(days=1)
+    book.fill(first.id, subject="合同", outcome="同意", by="head-9001", at=filled_at)
+    book.fill(last.id, subject="初稿", outcome="待定", by="head-9001", at=filled_at)
+    book.fill(last.id, subject="定稿", outcome="同意", by="head-9001", at=filled_at)
+    entries = book.entries(*month)
+    database.close()
+    assert len(entries) == 2_500
+    assert [e.call.linkedid for e in entries] == [f"bulk.{n}" for n in range(2_500)]
+    assert [(e.subject, e.outcome) for e in (entries[0], entries[1], entries[-1])] == [
+        ("合同", "同意"),
+        ("", ""),
+        ("定稿", "同意"),
+    ]
+    done = await site.run("register", "--month", "2026-11", "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    header, *rows = list(csv.reader(io.StringIO(done.stdout)))
+    assert header == HEADERS
+    assert [int(row[0]) for row in rows] == [e.id for e in entries]
+    assert rows[-1][9:11] == ["定稿", "同意"]
 
 
 async def test_an_entry_left_unfilled_past_the_deadline_is_one_ld7_demerit(

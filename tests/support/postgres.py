@@ -2,7 +2,8 @@
 
 The cluster lives in a temporary directory owned by the ``postgres`` OS user (initdb refuses to
 run as root, and the tests run as root), listens on 127.0.0.1 on a free port and keeps its unix
-socket in the same directory. ``fsync`` is off: the data is thrown away at the end.
+socket in the same directory. ``fsync`` is off (the data is thrown away at the end) unless the
+cluster is made ``durable``, as tests that crash the server need.
 
 Import the fixtures into a test module to use them::
 
@@ -39,7 +40,13 @@ def _free_port() -> int:
 class PostgresCluster:
     """A PostgreSQL cluster in a temporary directory, started and stopped on demand."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """Create the cluster; ``durable`` keeps PostgreSQL's fsync and synchronous commits.
+
+        Without them (the default: the data is thrown away) a commit PostgreSQL acknowledged is
+        lost when the server is stopped with ``immediate``, as in a crash.
+        """
+        self.durable = durable
         missing = [b for b in ("initdb", "pg_ctl", "postgres", "psql") if not (PG_BIN / b).exists()]
         if missing:
             pytest.fail(
@@ -86,9 +93,10 @@ class PostgresCluster:
         """Start the server and wait until it accepts connections."""
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-            f"-c unix_socket_directories={self.root} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off"
+            f"-c unix_socket_directories={self.root}"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             "pg_ctl",
             "start",
@@ -104,10 +112,14 @@ class PostgresCluster:
         )
         self.running = True
 
-    def stop(self) -> None:
-        """Stop the server at once (fast shutdown), dropping every client connection."""
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server at once, dropping every client connection.
+
+        ``fast`` shuts down cleanly; ``immediate`` quits without a checkpoint, as a crash does
+        (the next start recovers from the WAL).
+        """
         if self.running:
-            self._run("pg_ctl", "stop", "-w", "-t", "60", "-m", "fast", "-D", str(self.data))
+            self._run("pg_ctl", "stop", "-w", "-t", "60", "-m", mode, "-D", str(self.data))
             self.running = False
 
     def psql(self, sql: str) -> None:

@@ -12,7 +12,13 @@ from pbxguard.app.guard import Guard
 from pbxguard.domain.call_events import Tick
 from pbxguard.domain.effects import ClearAlert, RaiseAlert
 from pbxguard.domain.entries import OffenceEntry
-from pbxguard.domain.records import DecisionRecord, LedgerFact, OffenceFact, Outcome
+from pbxguard.domain.records import (
+    DecisionRecord,
+    LedgerFact,
+    OffenceFact,
+    OffenceOutcome,
+    Outcome,
+)
 from pbxguard.errors import AmiActionError, AmiConnectionError, JournalError
 from pbxguard.protocol.ami import AmiMessage
 
@@ -193,3 +199,92 @@ async def test_ignored_events_cost_nothing_and_change_nothing() -> None:
     assert guard.stats.events == 4
     assert guard.stats.decisions == 0
     assert journal.facts == []
+
+
+def listed_answered_call() -> list[AmiMessage]:
+    """CoreShowChannels after a restart: 2001's international call, answered, 10 s old."""
+    common = [("Event", "CoreShowChannel"), ("Linkedid", "1795397584.0"), ("Duration", "00:00:10")]
+    return [
+        AmiMessage(
+            [
+                *common,
+                ("Channel", "PJSIP/2001-00000000"),
+                ("Uniqueid", "1795397584.0"),
+                ("CallerIDNum", "2001"),
+                ("Exten", "00441632960123"),
+                ("ChannelStateDesc", "Up"),
+            ]
+        ),
+        AmiMessage(
+            [
+                *common,
+                ("Channel", TRUNK),
+                ("Uniqueid", "1795397584.1"),
+                ("Exten", "s"),
+                ("ChannelStateDesc", "Up"),
+            ]
+        ),
+    ]
+
+
+async def test_a_resync_is_dated_by_the_pbx_clock_not_the_hosts() -> None:
+    """The PBX's clock runs a minute ahead of this host's: its events and its resync agree.
+
+    The offence judged from the listing is dated when the PBX says it is; the answer the guard
+    did not see is taken as the resync's moment on the PBX's clock, so the talk time never
+    exceeds what Asterisk reports (answered before the resync, gone 5 s after it).
+    """
+    clock = FixedClock()
+    pbx_time = clock.at + timedelta(minutes=1)
+    guard, _, journal, _ = make_guard(clock=clock)
+    actions: list[str] = []
+
+    async def listing(action: str) -> list[AmiMessage]:
+        actions.append(action)
+        return listed_answered_call() if action == "CoreShowChannels" else []
+
+    async def action(name: str) -> AmiMessage:
+        actions.append(name)
+        # Asterisk answers Ping with its own time (manager.c, action_ping).
+        stamp = f"{pbx_time.timestamp():.6f}"
+        return AmiMessage([("Response", "Success"), ("Ping", "Pong"), ("Timestamp", stamp)])
+
+    await guard.resync(listing, action)
+    assert actions[:2] == ["Ping", "CoreShowChannels"]
+    [offence] = [f for f in journal.facts if isinstance(f, OffenceFact)]
+    assert offence.draft.at == pbx_time
+    gone = pbx_time + timedelta(seconds=5)
+    guard.on_ami_message(
+        AmiMessage(
+            [
+                ("Event", "Hangup"),
+                ("Channel", TRUNK),
+                ("Uniqueid", "1795397584.1"),
+                ("Linkedid", "1795397584.0"),
+                ("Cause", "21"),
+                ("Timestamp", f"{gone.timestamp():.6f}"),
+            ]
+        )
+    )
+    [outcome] = [f for f in journal.facts if isinstance(f, OffenceOutcome)]
+    assert outcome.answer_estimated
+    assert outcome.talk_time == timedelta(seconds=5)
+
+
+async def test_a_hangup_sent_while_the_resync_asks_the_pbx_clock_is_not_sent_twice() -> None:
+    """The DialBegin arrives while the Ping is on its way: one hangup, not a second one."""
+    guard, pbx, _, _ = make_guard()
+
+    async def listing(action: str) -> list[AmiMessage]:
+        return listed_answered_call() if action == "CoreShowChannels" else []
+
+    async def action(name: str) -> AmiMessage:
+        for message in forbidden_call():
+            guard.on_ami_message(message)
+        await guard.settled()
+        return AmiMessage([("Response", "Success"), ("Ping", "Pong")])
+
+    await guard.resync(listing, action)
+    async with asyncio.timeout(5):
+        await guard.settled()
+    assert [channel for channel, _, _ in pbx.attempts] == [TRUNK]

@@ -9,9 +9,15 @@ again with jittered exponential backoff.
 Three tasks make a session, so that no one of them can stall another:
 
 * the *reader* parses bytes as they arrive, resolves action responses, and puts events into
-  a bounded queue without ever waiting on it. Asterisk drops a client that stops reading for
-  ``writetimeout`` (100 ms by default); a full queue therefore ends the session on our side
-  instead, and the next login resynchronises the owner's state.
+  a bounded queue without ever waiting on it. It reads only as far ahead of the consumer as
+  ``read_ahead`` events: past that it stops reading until the consumer has taken three
+  quarters of them, and the rest of a burst waits in the kernel's socket buffers and in
+  Asterisk instead of in this process's memory. Asterisk drops a client that leaves one of its
+  writes waiting for ``writetimeout`` (100 ms by default); a write waits only while the
+  consumer works through the events read ahead (milliseconds), so a burst costs nothing but
+  time. Should the queue fill all the same (``queue_size``, when a single read holds more
+  events than it has room for), the session ends on our side and the next login
+  resynchronises the owner's state.
 * the *consumer* takes events off the queue and calls the sink; an exception from the sink is
   logged with the event name and the next event is delivered.
 * the *conversation* logs in, runs the hook, then sends a ``Ping`` every ``ping_interval``;
@@ -68,6 +74,9 @@ _READ_SIZE: Final = 64 * 1024
 # The consumer yields to the loop after this many events in a row so the reader keeps up.
 _CONSUMER_BATCH: Final = 256
 _DEFAULT_QUEUE_SIZE: Final = 100_000
+# Events read ahead of the consumer before the reader waits for it: some tens of milliseconds
+# of the guard's work, a few hundred kilobytes of events.
+_DEFAULT_READ_AHEAD: Final = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +145,7 @@ class AmiClient:
         timing: AmiTiming | None = None,
         raise_on_auth_failure: bool = False,
         queue_size: int = _DEFAULT_QUEUE_SIZE,
+        read_ahead: int = _DEFAULT_READ_AHEAD,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         events: str = "on",
         rng: random.Random | None = None,
@@ -148,6 +158,8 @@ class AmiClient:
         """
         if queue_size < 1:
             raise ConfigError(f"AMI queue_size must be positive, got {queue_size}")
+        if read_ahead < 1:
+            raise ConfigError(f"AMI read_ahead must be positive, got {read_ahead}")
         self._host = host
         self._port = port
         self._username = username
@@ -158,6 +170,9 @@ class AmiClient:
         self._timing = timing or AmiTiming()
         self._raise_on_auth_failure = raise_on_auth_failure
         self._queue_size = queue_size
+        self._read_ahead = read_ahead
+        self._queue: asyncio.Queue[AmiMessage | None] | None = None
+        self._caught_up = asyncio.Event()
         self._max_frame_size = max_frame_size
         self._events = events
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
@@ -186,6 +201,11 @@ class AmiClient:
     def connected(self) -> bool:
         """Whether a session is logged in right now."""
         return self._logged_in.is_set()
+
+    @property
+    def queued(self) -> int:
+        """Events read and not yet handed to the sink."""
+        return self._queue.qsize() if self._queue is not None else 0
 
     @property
     def logged_in(self) -> asyncio.Event:
@@ -418,6 +438,7 @@ class AmiClient:
             ) from exc
         self._writer = writer
         queue: asyncio.Queue[AmiMessage | None] = asyncio.Queue(self._queue_size)
+        self._queue = queue
         banner: asyncio.Future[Banner] = asyncio.get_running_loop().create_future()
         reader_task = asyncio.create_task(self._read(reader, queue, banner), name="ami-reader")
         consumer_task = asyncio.create_task(self._consume(queue), name="ami-consumer")
@@ -560,6 +581,10 @@ class AmiClient:
                 raise AmiConnectionError("the PBX closed the AMI connection")
             parser.receive_data(data)
             self._dispatch_all(parser, queue, banner)
+            if queue.qsize() >= self._read_ahead:
+                # Far enough ahead of the consumer: let the kernel hold the rest of the burst.
+                self._caught_up.clear()
+                await self._caught_up.wait()
 
     def _dispatch_all(
         self,
@@ -605,7 +630,9 @@ class AmiClient:
             self._dispatch(message.salvaged, queue)
 
     def _dispatch(self, message: AmiMessage, queue: asyncio.Queue[AmiMessage | None]) -> None:
-        if message.response is not None:
+        # An event is an event even when it carries a Response field (OriginateResponse);
+        # reading the name off the first line is also much cheaper than looking for the field.
+        if message.event is None and message.response is not None:
             self._resolve(message)
             return
         if self._collecting:
@@ -656,7 +683,10 @@ class AmiClient:
 
     async def _consume(self, queue: asyncio.Queue[AmiMessage | None]) -> None:
         sink = self._sink
+        caught_up = self._caught_up
+        resume_at = self._read_ahead // 4
         while True:
+            caught_up.set()
             message = await queue.get()
             delivered = 0
             while message is not None:
@@ -667,6 +697,8 @@ class AmiClient:
                 delivered += 1
                 if delivered % _CONSUMER_BATCH == 0:
                     await asyncio.sleep(0)
+                if queue.qsize() <= resume_at:
+                    caught_up.set()
                 if queue.empty():
                     break
                 message = queue.get_nowait()

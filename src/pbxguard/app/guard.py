@@ -32,6 +32,7 @@ from pbxguard.app.ami_events import (
     channel_seen,
     endpoint_event,
     endpoint_snapshot,
+    event_time,
     translate,
 )
 from pbxguard.app.checks import check_call
@@ -86,6 +87,7 @@ from pbxguard.errors import AmiActionError, AmiConnectionError, JournalError, Pb
 log = structlog.get_logger(__name__)
 
 ListAction = Callable[[str], Awaitable[list[Any]]]
+Action = Callable[[str], Awaitable[Any]]
 
 #: The longest the timer task sleeps without looking again (the PBX clock may drift).
 MAX_TIMER_SLEEP = 30.0
@@ -239,11 +241,22 @@ class Guard:
         """Return the PBX's time: the clock, corrected by the last event's Timestamp."""
         return self._clock.now() + self._skew
 
-    async def resync(self, list_action: ListAction) -> None:
-        """Catch up with the PBX after a (re)login: every live call, every phone's state."""
-        self.handle(ResyncStarted(self._clock.now()))
+    async def resync(self, list_action: ListAction, action: Action | None = None) -> None:
+        """Catch up with the PBX after a (re)login: every live call, every phone's state.
+
+        The snapshot is dated by the PBX's clock, as its events are: ``action`` sends a
+        ``Ping`` first, whose reply carries the PBX's time. A call answered out of sight is
+        then never given more talk time than Asterisk reports, and an offence found here is
+        never dated before the ones the events already gave, whatever the host's clock says.
+        """
+        # First, so that a hangup sent on this connection from now on is not sent twice.
+        self.handle(ResyncStarted(self.pbx_now()))
+        if action is not None:
+            reply = await action("Ping")
+            if reply.get("Timestamp"):
+                self._skew = event_time(reply, self._clock.now) - self._clock.now()
         items = await list_action("CoreShowChannels")
-        now = self._clock.now()
+        now = self.pbx_now()
         for item in items:
             seen = channel_seen(item, now)
             if seen is not None:
@@ -331,6 +344,10 @@ class Guard:
                 )
             ]
         )
+
+    def restore_intents(self, cuts: Iterable[OpenCut]) -> None:
+        """Take back hangups an earlier run ordered, read from the ledger after start-up."""
+        self.handle(IntentsRestored(self.pbx_now(), tuple(cuts)))
 
     def set_approvals(self, approvals: Iterable[Approval]) -> None:
         """Replace the approvals on record (uses counted here and not yet stored are kept)."""

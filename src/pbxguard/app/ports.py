@@ -244,6 +244,11 @@ class RegisterBookPort(Protocol):
     def by_id(self, entry_id: int) -> RegisterEntry | None:
         """Return one entry."""
 
+    def iter_entries(
+        self, start: datetime, end: datetime, *, site: str | None = None
+    ) -> Iterator[RegisterEntry]:
+        """Yield the entries of [start, end), a page at a time."""
+
     def unfilled(
         self, older_than: datetime, *, since: datetime | None = None
     ) -> list[RegisterEntry]:

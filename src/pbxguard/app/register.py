@@ -7,6 +7,7 @@ The general manager reviews the register monthly (000 L711).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 
 from pbxguard.app.ports import RegisterBookPort
@@ -22,6 +23,14 @@ def month_entries(
     """Return the register of ``month`` ("2026-11" in the site's timezone), by start time."""
     start, end = month_bounds(month, policy.timezone)
     return book.entries(start, end, site=site)
+
+
+def iter_month_entries(
+    book: RegisterBookPort, policy: Policy, month: str, *, site: str | None = None
+) -> Iterator[RegisterEntry]:
+    """Yield the register of ``month`` by start time, a page at a time (for exports)."""
+    start, end = month_bounds(month, policy.timezone)
+    return book.iter_entries(start, end, site=site)
 
 
 def fill_entry(

@@ -26,13 +26,16 @@ The three promises, and how they are kept:
 * **A forbidden call that was seen is stopped.** An ordered hangup stays open until Asterisk
   reports the trunk leg gone. It is sent again after a failure (with backoff), after every
   resync (the old connection's actions are lost with it), and every few seconds while the leg
-  lives on. A restart hands the open hangups of the previous run back (`IntentsRestored`).
+  lives on. A restart hands the open hangups of the previous run back (`IntentsRestored`),
+  before its first resync or, when the ledger could not be read at start-up, after it.
 * **The ledger never says a call was stopped when it was not.** How the call ended is a
   separate fact (`RecordOffenceOutcome`) taken from Asterisk's own reports: the trunk leg's
   ``Hangup`` before any answer, or its answer (``DialEnd ANSWER``, ``Newstate Up``) and talk
   time; a call that ended while the guard could not see it is ``unobserved``. A resync
   re-learns every live call, known or not, so an answer missed during an outage is learnt from
-  the snapshot.
+  the snapshot; Asterisk goes on while it lists, so a channel that hangs up after it was
+  listed is not brought back, and what a call not known yet did meanwhile is applied once the
+  listing has taught the tracker that call.
 
 Calls to hotline and duty lines are timed from ``DialBegin`` to ``DialEnd`` (AN-1, DT-2); an
 answered inbound call occupying the alarm phone past its grace is EM-1.
@@ -180,8 +183,10 @@ class _Attempt:
     started_at: datetime
     answered_at: datetime | None = None
     answer_estimated: bool = False
+    # Since the connection was lost and until a resync lists it: an answer may have been missed.
+    answer_unknown: bool = False
     offences: list[str] = field(default_factory=list)
-    ended: bool = False
+    ending: Ending | None = None
 
 
 @dataclass(slots=True)
@@ -234,10 +239,17 @@ class _Timed:
 
 @dataclass(slots=True)
 class _Snapshot:
-    """Channels listed by the resync under way, by Linkedid."""
+    """Channels listed by the resync under way, by Linkedid, and what happened meanwhile.
+
+    Asterisk goes on while it lists: a known channel may hang up after it was listed (it must
+    not come back to life), and a call the guard does not know yet may be answered or end
+    before the listing is taken in (its events wait here until then).
+    """
 
     mark: int
     seen: dict[str, list[ChannelSeen]] = field(default_factory=dict)
+    ended: set[str] = field(default_factory=set)
+    held: list[ChannelStateChanged | DialEnded | ChannelHungUp] = field(default_factory=list)
 
 
 class CallTracker:
@@ -266,6 +278,7 @@ class CallTracker:
         self._uses: OrderedDict[str, set[str]] = OrderedDict()
         self._events = 0
         self._snapshot: _Snapshot | None = None
+        self._resynced = False
         self._occupancies: dict[str, _Occupancy] = {}
         self.controls = CallControls(policy)
         self._timed: dict[str, _Timed] = {}
@@ -383,7 +396,7 @@ class CallTracker:
                 return []
             case IntentsRestored():
                 self._restored.update((c.key, c) for c in event.cuts)
-                return []
+                return self._close_restored(event.at) if self._resynced else []
             case DoNotDisturbChanged():
                 self.dnd = event.numbers
                 return []
@@ -453,10 +466,16 @@ class CallTracker:
         if event.channel == call.channel and not call.dialled:
             call.dialled = event.exten
 
+    def _hold(self, event: ChannelStateChanged | DialEnded | ChannelHungUp) -> None:
+        """Keep an event of a call not known yet for the end of the resync under way."""
+        if self._snapshot is not None:
+            self._snapshot.held.append(event)
+
     def _state_changed(self, event: ChannelStateChanged) -> None:
         linkedid = self._channel_call.get(event.channel) or event.linkedid
         call = self._calls.get(linkedid)
         if call is None:
+            self._hold(event)
             return
         call.last_event = self._events
         call.last_seen = event.at
@@ -502,6 +521,7 @@ class CallTracker:
         linkedid = self._channel_call.get(event.channel) or event.linkedid
         call = self._calls.get(linkedid)
         if call is None:
+            self._hold(event)
             return []
         call.last_event = self._events
         call.last_seen = event.at
@@ -530,7 +550,10 @@ class CallTracker:
         linkedid = self._channel_call.pop(event.channel, None) or event.linkedid
         call = self._calls.get(linkedid)
         if call is None:
+            self._hold(event)
             return []
+        if self._snapshot is not None:
+            self._snapshot.ended.add(event.channel)
         call.channels.discard(event.channel)
         call.last_event = self._events
         call.last_seen = event.at
@@ -538,7 +561,7 @@ class CallTracker:
         if event.channel not in call.attempts:
             effects.extend(self._timed_end(event.channel, event.at))
         attempt = call.attempts.get(event.channel)
-        if attempt is not None and not attempt.ended:
+        if attempt is not None and attempt.ending is None:
             effects.extend(self._attempt_ended(attempt, event.at, cause=event.cause))
         if not call.channels:
             effects.extend(self._finish(call, event.at))
@@ -731,6 +754,10 @@ class CallTracker:
     def _connection_lost(self) -> None:
         for cut in self._cuts.values():
             cut.retry_at = None
+        for call in self._calls.values():
+            for attempt in call.attempts.values():
+                if attempt.ending is None and attempt.answered_at is None:
+                    attempt.answer_unknown = True
 
     def _tick(self, now: datetime) -> list[Effect]:
         effects: list[Effect] = []
@@ -765,7 +792,14 @@ class CallTracker:
         observed: bool = True,
         alive_until: datetime | None = None,
     ) -> list[Effect]:
-        attempt.ended = True
+        if attempt.answered_at is not None:
+            ending = Ending.ANSWERED
+        elif observed and not attempt.answer_unknown:
+            ending = Ending.BEFORE_ANSWER
+        else:
+            # Gone out of sight, or gone before a resync could say whether it was answered.
+            ending = Ending.UNOBSERVED
+        attempt.ending = ending
         # A leg that ends only puts its budget's end further off: the due time known is early
         # at worst (a tick that finds nothing to do), so it is not worked out again here.
         self.controls.leg_ended(attempt.trunk)
@@ -779,12 +813,6 @@ class CallTracker:
         charge = self.policy.tariff.charge(
             decision.classification.number, decision.number_class.value, talk
         )
-        if attempt.answered_at is not None:
-            ending = Ending.ANSWERED
-        elif observed:
-            ending = Ending.BEFORE_ANSWER
-        else:
-            ending = Ending.UNOBSERVED
         return [
             RecordOffenceOutcome(
                 OffenceOutcome(
@@ -860,12 +888,13 @@ class CallTracker:
     @staticmethod
     def _call_outcome(call: _Call, attempt: _Attempt) -> str:
         if call.outcome == Outcome.HUNG_UP.value:
-            # Asterisk says whether the cut worked: an answered leg was not stopped.
-            return (
-                Outcome.NOT_STOPPED.value
-                if attempt.answered_at is not None
-                else Outcome.HUNG_UP.value
-            )
+            # Asterisk says whether the cut worked: an answered leg was not stopped, and a leg
+            # whose end was not seen was not seen stopped.
+            if attempt.answered_at is not None:
+                return Outcome.NOT_STOPPED.value
+            if attempt.ending is not Ending.BEFORE_ANSWER:
+                return Outcome.UNOBSERVED.value
+            return Outcome.HUNG_UP.value
         if call.outcome:
             return call.outcome
         return "answered" if attempt.answered_at is not None else "unanswered"
@@ -875,11 +904,24 @@ class CallTracker:
     def _resync_done(self, event: ResyncDone) -> list[Effect]:
         snapshot = self._snapshot or _Snapshot(self._events)
         self._snapshot = None
+        self._resynced = True
         effects: list[Effect] = []
         live: set[str] = set()
         for linkedid, seen in snapshot.seen.items():
-            live.update(s.channel for s in seen)
-            effects.extend(self._relearn(linkedid, seen, event.at))
+            # A channel that hung up since it was listed stays gone.
+            current = [s for s in seen if s.channel not in snapshot.ended]
+            if current:
+                live.update(s.channel for s in current)
+                effects.extend(self._relearn(linkedid, current, event.at))
+        # What the calls learnt from the listing did while it was being taken, in order.
+        for held in snapshot.held:
+            match held:
+                case ChannelStateChanged():
+                    self._state_changed(held)
+                case DialEnded():
+                    effects.extend(self._dial_ended(held))
+                case ChannelHungUp():
+                    effects.extend(self._hung_up(held))
         for call in list(self._calls.values()):
             if call.last_event > snapshot.mark:
                 continue  # events since the snapshot was asked for: alive whatever it says
@@ -892,7 +934,7 @@ class CallTracker:
                 if self._channel_call.get(channel) == call.linkedid:
                     del self._channel_call[channel]
                 attempt = call.attempts.get(channel)
-                if attempt is not None and not attempt.ended:
+                if attempt is not None and attempt.ending is None:
                     effects.extend(
                         self._attempt_ended(
                             attempt, event.at, observed=False, alive_until=call.last_seen
@@ -905,7 +947,8 @@ class CallTracker:
             del self._channel_call[channel]
         effects.extend(self._close_restored(event.at))
         effects.extend(self._cut_live_forbidden(event.at, since=snapshot.mark))
-        return effects
+        # A hangup ordered for a leg that has gone since it was listed is moot.
+        return [e for e in effects if not isinstance(e, HangupChannel) or e.channel in self._cuts]
 
     def _relearn(self, linkedid: str, seen: list[ChannelSeen], at: datetime) -> list[Effect]:
         """Take in one call of the snapshot: its caller, its legs, their state and decisions."""
@@ -947,6 +990,7 @@ class CallTracker:
                 # moment known for sure, so the talk time is never overstated.
                 attempt.answer_estimated = True
                 self._answered(call, attempt, at)
+            attempt.answer_unknown = False
         return effects
 
     def _dialled_on(self, route: TrunkRoute, trunk: ChannelSeen, call: _Call) -> str:
@@ -1005,7 +1049,7 @@ class CallTracker:
         effects: list[Effect] = []
         for call in self._calls.values():
             for trunk, attempt in call.attempts.items():
-                if attempt.ended or trunk not in call.channels:
+                if attempt.ending is not None or trunk not in call.channels:
                     continue
                 cut = self._cuts.get(trunk)
                 if cut is None:
@@ -1041,6 +1085,10 @@ class CallTracker:
     def _check_rejection(
         self, call: _Call, line: Line, ring: _Ring, event: DialEnded
     ) -> list[Effect]:
+        if not line.reject_rule or event.status != "BUSY":
+            # Only a busy answer on a line with a rejection rule can be DT-2: everything below
+            # (a look at every live channel) is for those alone, not for every ring that ends.
+            return []
         caller_extension = self.channels.phone_extension(call.channel)
         busy_elsewhere = any(
             self.channels.phone_extension(channel) == ring.extension
@@ -1214,7 +1262,7 @@ class CallTracker:
                 )
             )
         ]
-        if self.policy.mode is Mode.ENFORCE and not attempt.ended:
+        if self.policy.mode is Mode.ENFORCE and attempt.ending is None:
             call.outcome = CUT_IN_CALL
             effects.append(self._order_cut(attempt.trunk, call.linkedid, why.rule_id, now))
         return effects

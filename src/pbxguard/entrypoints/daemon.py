@@ -4,8 +4,8 @@ Start: the FastAGI port is bound *before* the task group starts, so a busy port 
 error, not a traceback of a group; the ledger writer thread starts; the hash chain's newest rows
 are verified (in a worker thread) and a break raises an alert; then the AMI client, the timers,
 the MQTT link, the approvals refresh, the policy watch, the register watch, the telesales
-quota watch, the do-not-disturb list watch and the security desk's webhook and e-mail channels
-run as tasks.
+quota watch, the do-not-disturb list watch, the security desk's webhook and e-mail channels
+and the event loop's stall watch (`pbxguard.adapters.loop_watch`) run as tasks.
 
 Stop (SIGTERM, SIGINT): the FastAGI server closes, the AMI client logs off, the outages under
 way are recorded, the hangups in flight get their replies, then the writer drains the journal
@@ -25,9 +25,10 @@ from typing import Any
 import structlog
 
 from pbxguard.adapters.ledger.audit import verify_ledger
+from pbxguard.adapters.loop_watch import LoopWatch
 from pbxguard.adapters.policy_file import load_policy
 from pbxguard.adapters.systemd import SystemdNotifier
-from pbxguard.bootstrap import LiveParts, Parts, build_console
+from pbxguard.bootstrap import LiveParts, Parts, build_console, stored_open_cuts
 from pbxguard.domain.approvals import Approval
 from pbxguard.entrypoints.web import ConsoleServer, create_app
 from pbxguard.errors import LedgerError, PbxGuardError
@@ -44,6 +45,8 @@ VERIFY_TAIL = 1000
 DRAIN_SECONDS = 5.0
 #: How long an approval's expiry waits for the uses counted before it to reach the ledger.
 EXPIRY_WAIT = 2.0
+#: How often the open hangups the ledger holds are asked for again while it does not answer.
+OPEN_CUTS_RETRY = 2.0
 
 
 class Daemon:
@@ -66,6 +69,7 @@ class Daemon:
         self._policy_check = policy_check
         self._extra = dict(extra_tasks or {})
         self._active: dict[str, Approval] = {}
+        self.loop_watch = LoopWatch()
         self.started = asyncio.Event()
         self.console: ConsoleServer | None = None
         settings = parts.settings.console
@@ -119,6 +123,7 @@ class Daemon:
                     group.create_task(self._verify_tail(), name="verify-ledger"),
                     group.create_task(parts.quota_watch.run(), name="quota-watch"),
                     group.create_task(self._dnd_watch(), name="dnd-watch"),
+                    group.create_task(self.loop_watch.run(), name="loop-watch"),
                 ]
                 workers.extend(
                     group.create_task(desk.run(), name=f"emergency-{desk.kind}")
@@ -130,6 +135,8 @@ class Daemon:
                     workers.append(group.create_task(parts.agi.serve(), name="fastagi"))
                 if self.console is not None:
                     workers.append(group.create_task(self.console.serve(), name="console"))
+                if parts.open_cuts_unread:
+                    workers.append(group.create_task(self._restore_open_cuts(), name="open-cuts"))
                 workers.extend(
                     group.create_task(make(), name=name) for name, make in self._extra.items()
                 )
@@ -161,10 +168,14 @@ class Daemon:
             if parts.dnd is not None:
                 parts.dnd.close()
                 parts.dnd = None
+            worst = self.loop_watch.worst
             log.info(
                 "pbxguard stopped",
                 ledger_drained=drained,
                 journal_pending=parts.journal.pending,
+                loop_worst_stall_ms=round(worst.stall_ms, 1),
+                loop_stalls=worst.stalls,
+                gc_worst_ms=round(worst.gc_ms, 1),
             )
 
     def _status_line(self) -> str:
@@ -212,6 +223,26 @@ class Daemon:
             return
         self._active = dict(active)
         parts.guard.set_approvals(approvals)
+
+    async def _restore_open_cuts(self) -> None:
+        """Hand the guard the hangups the ledger holds open, once it answers.
+
+        At start-up the ledger was down, so only the journal's were restored. The ledger is read
+        once the writer has caught up with the journal, so that the endings this run has
+        learnt meanwhile are in it; a call of those hangups that is gone then ended unseen.
+        """
+        parts = self.parts
+        while True:
+            await asyncio.to_thread(parts.writer.wait_idle, OPEN_CUTS_RETRY)
+            try:
+                cuts = await asyncio.to_thread(stored_open_cuts, parts.offences, parts.clock)
+            except LedgerError as error:
+                log.debug("open hangups not read yet", error=str(error))
+                await asyncio.sleep(OPEN_CUTS_RETRY)
+                continue
+            parts.guard.restore_intents(cuts)
+            log.info("open hangups read from the ledger", count=len(cuts))
+            return
 
     async def _approvals_loop(self) -> None:
         while True:

@@ -2,8 +2,9 @@
 
 Every export takes an iterator of rows and writes as it goes, so a yearly CSV of 100,000
 offences needs no more memory than a page of them: CSV row by row, JSON as an array written
-item by item, Excel in openpyxl's write-only mode. CSV starts with a UTF-8 byte order mark so
-that Excel opens the Chinese headers intact. Headers are Chinese first, then English.
+item by item, Excel streamed into its sheet as it is compressed (`pbxguard.entrypoints.xlsx`).
+CSV starts with a UTF-8 byte order mark so that Excel opens the Chinese headers intact. Headers
+are Chinese first, then English.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pbxguard.domain.evaluate import class_label
 from pbxguard.domain.numbers import NumberClass
 from pbxguard.domain.penalties import SANCTION_LABELS
 from pbxguard.domain.register import FillState, fill_state
+from pbxguard.entrypoints import xlsx
 
 Column = tuple[str, str, str]
 """(key, Chinese header, English header)."""
@@ -89,7 +91,17 @@ FILL_LABELS = {
     FillState.UNFILLED: "未登记 unfilled",
     FillState.OVERDUE: "逾期未登记 overdue",
 }
-_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+def local_time(moment: datetime) -> str:
+    """Return a date-time as ``YYYY-MM-DD HH:MM:SS`` (its own clock, to the second).
+
+    The first 19 characters of its ISO form: the same text as strftime with that format (for
+    years from 1000 on), at a fraction of the cost (an export formats a hundred thousand).
+    """
+    return moment.isoformat(sep=" ", timespec="seconds")[:19]
+
+
 #: Columns written by hand that need room in a spreadsheet (their width in characters).
 WIDE_COLUMNS = {"subject": 40, "outcome": 40, "detail_zh": 48, "rule_title_zh": 30}
 
@@ -125,7 +137,7 @@ def offence_row(entry: OffenceEntry, timezone: ZoneInfo) -> dict[str, Any]:
     outcome = entry.final_outcome.value
     return {
         "id": entry.id,
-        "at": entry.at.astimezone(timezone).strftime(_TIME),
+        "at": local_time(entry.at.astimezone(timezone)),
         "rule": entry.rule_id,
         "citation": entry.citation,
         "rule_title_zh": entry.rule_title_zh,
@@ -208,8 +220,8 @@ def register_row(
         "callee_number": entry.callee_number,
         "callee_name": entry.callee_name,
         "class": _class_text(entry.number_class),
-        "start": started.strftime(_TIME),
-        "end": ended.strftime(_TIME),
+        "start": local_time(started),
+        "end": local_time(ended),
         "duration": format_duration(entry.duration),
         "subject": entry.subject,
         "outcome": entry.outcome,
@@ -289,67 +301,39 @@ def write_xlsx(
     cells: Mapping[str, Any] | None = None,
     footer: str | None = None,
 ) -> int:
-    """Write rows as an Excel workbook in write-only mode; return how many rows were written.
+    """Write rows as an Excel workbook, streamed; return how many rows were written.
 
-    ``footer`` is one line written below the rows (a report's chain digest).
+    The first row is ``title`` (bold, large), the second the bilingual headers (bold); both
+    stay in view when the sheet scrolls. ``footer`` is one line written below the rows (a
+    report's chain digest).
 
     ``cells`` maps a column key to a function turning the row into the cell's value (an
     Excel date-time or duration rather than text, so the sheet sorts and sums).
     """
-    from openpyxl import Workbook  # noqa: PLC0415 - openpyxl loads slowly; only xlsx needs it
-    from openpyxl.cell import WriteOnlyCell  # noqa: PLC0415
-    from openpyxl.styles import Font  # noqa: PLC0415
-
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet(sheet_name[:31])
-    # A write-only sheet is laid out before its first row: frozen headers, column widths.
-    sheet.freeze_panes = "A3"
-    for index, (key, zh, en) in enumerate(columns):
-        width = WIDE_COLUMNS.get(key) or min(max(display_width(f"{zh} {en}") + 2, 12), 48)
-        sheet.column_dimensions[_letter(index)].width = width
-    heading = WriteOnlyCell(sheet, value=title)
-    heading.font = Font(bold=True, size=14)
-    sheet.append([heading])
-    header_cells = []
-    for text in headers(columns):
-        cell = WriteOnlyCell(sheet, value=text)
-        cell.font = Font(bold=True)
-        header_cells.append(cell)
-    sheet.append(header_cells)
+    widths = [
+        WIDE_COLUMNS.get(key) or min(max(display_width(f"{zh} {en}") + 2, 12), 48)
+        for key, zh, en in columns
+    ]
     converters = dict(cells or {})
+    keys = [(key, converters.get(key)) for key, _, _ in columns]
     count = 0
-    for row in rows:
-        values = []
-        for key, _, _ in columns:
-            convert = converters.get(key)
-            value = convert(row) if convert is not None else row.get(key)
-            cell = WriteOnlyCell(sheet, value=value)
-            if isinstance(value, datetime):
-                cell.number_format = "yyyy-mm-dd hh:mm:ss"
-            elif isinstance(value, timedelta):
-                cell.number_format = "[h]:mm:ss"
-            values.append(cell)
-        sheet.append(values)
-        count += 1
-    if footer:
-        sheet.append([])
-        sheet.append([footer])
-    book.save(out)
+    with xlsx.workbook(out, sheet_name=sheet_name, widths=widths, frozen_rows=2) as sheet:
+        sheet.append([title], xlsx.TITLE)
+        sheet.append(headers(columns), xlsx.BOLD)
+        for row in rows:
+            sheet.append(
+                [convert(row) if convert is not None else row.get(key) for key, convert in keys]
+            )
+            count += 1
+        if footer:
+            sheet.append([])
+            sheet.append([footer])
     return count
 
 
 def anchor_line(digest: str) -> str:
     """The line a monthly report carries so its reader can keep the ledger's state outside it."""
     return f"链头摘要 chain digest (keep it; `pbxguard ledger verify` shows today's): {digest}"
-
-
-def _letter(index: int) -> str:
-    letters = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
 
 
 def register_cells(timezone: ZoneInfo) -> Mapping[str, Any]:

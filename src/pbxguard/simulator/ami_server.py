@@ -6,11 +6,17 @@ and then replays a *playlist* of recordings made on a real Asterisk 22 (see
 ``recordings/README.md``): the events between the capturing client's login response and its
 ``Logoff``, paced by their ``Timestamp`` headers scaled by ``speed`` (``0`` sends them as fast
 as possible). A playlist entry may move a recording to another instant; only the
-``Timestamp`` headers are rewritten, everything else goes out byte for byte as recorded.
+``Timestamp`` headers are rewritten, everything else goes out byte for byte as recorded. An
+entry with ``fresh_ids`` is a call of its own: its Uniqueids and Linkedids (``Dest…``,
+``LocalOne…``, ``LocalTwo…`` included), channel sequence numbers (``PJSIP/2001-00000000``,
+both halves of ``Local/…@pstn-00000000;1``), bridge ids, and the VarSet values naming them get
+the next numbers of the PBX's counters, as Asterisk numbers a new call; so a recording replayed
+a hundred times is a hundred calls.
 
 The replay is the PBX's own life, not a property of a connection: events are sent to every
 logged-in session that asked for them, and when the client goes away the replay waits for it
-(or, with fault injection, goes on without it) and continues where it was. While replaying, the
+(or, with fault injection, goes on without it; or, with ``caught_up_after``, waits until it
+has also caught up) and continues where it was. While replaying, the
 server keeps the state a real PBX would report: live channels, their applications and bridges,
 device states and PJSIP contacts. It answers the actions pbxguard uses (``Ping``, ``Logoff``,
 ``CoreShowChannels``, ``DeviceStateList``, ``PJSIPShowContacts``, ``Hangup``, ``PlayDTMF``) as
@@ -19,9 +25,14 @@ Asterisk does; ``Hangup`` of a live recorded channel makes the server emit what 
 phone or trunk leg, the pattern the real-PBX tier records, ``tests/pbx``) and drop the rest of
 that call from the replay.
 
-For tests it records every action received, offers ``wait_for_*`` helpers, and injects faults:
-dropping connections after a number of events, and half-open connections that swallow
-everything (including ``Ping``).
+For tests it records every action received and what it knows as the PBX: the channels a
+session was told of (``shown_channels``; by a channel listing, ``listed_channels``), when it
+was sent each ``DialBegin`` (``dial_shown_at``), the channels that were answered and how long
+they talked (``answered_channels``, ``talk_time``), the calls a ``Hangup`` ended
+(``hung_up``). It offers ``wait_for_*``
+helpers and injects faults: dropping connections after a number of events or with the next
+``Hangup`` action (carried out or lost), events that happen while nobody is connected, and
+half-open connections that swallow everything (including ``Ping``).
 
 Deliberate simplifications: ``Hangup`` with a ``/regex/`` channel is treated as a plain name;
 the ``Events`` login filter understands ``on``, ``off`` and a list of classes; fields that a
@@ -35,7 +46,9 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -116,6 +129,7 @@ _READ_SIZE: Final = 64 * 1024
 _CLOSE_GRACE: Final = 2.0
 _BURST: Final = 32
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_CHANNEL_KEYS: Final = ("Channel", "DestChannel", "LocalOneChannel", "LocalTwoChannel")
 
 
 # --- recordings -----------------------------------------------------------------------------
@@ -190,10 +204,17 @@ def load_recording(name: str) -> Recording:
 
 @dataclass(frozen=True, slots=True)
 class PlaylistEntry:
-    """A recording to replay, optionally moved so that it starts at ``starts_at``."""
+    """A recording to replay, optionally moved so that it starts at ``starts_at``.
+
+    With ``fresh_ids`` the entry is a call of its own: the server gives its channels, Uniqueids,
+    Linkedids and bridges new identifiers, as Asterisk numbers a new call (see
+    `SimulatedPbx.recordings`). Without it the entry replays byte for byte (``Timestamp`` aside),
+    so replaying one recording twice replays one call twice.
+    """
 
     recording: Recording
     starts_at: datetime | None = None
+    fresh_ids: bool = False
 
     def __post_init__(self) -> None:
         if self.starts_at is not None and self.starts_at.tzinfo is None:
@@ -209,14 +230,21 @@ class PlaylistEntry:
 
 
 def back_to_back(
-    recordings: Iterable[Recording | str], *, start: datetime, gap: timedelta
+    recordings: Iterable[Recording | str],
+    *,
+    start: datetime,
+    gap: timedelta,
+    fresh_ids: bool = False,
 ) -> list[PlaylistEntry]:
-    """Schedule recordings one after another from ``start``, ``gap`` apart (a working day)."""
+    """Schedule recordings one after another from ``start``, ``gap`` apart (a working day).
+
+    ``fresh_ids`` makes every entry a call of its own (see `PlaylistEntry`).
+    """
     entries: list[PlaylistEntry] = []
     at = start
     for item in recordings:
         recording = load_recording(item) if isinstance(item, str) else item
-        entries.append(PlaylistEntry(recording, at))
+        entries.append(PlaylistEntry(recording, at, fresh_ids=fresh_ids))
         first, last = recording.first_timestamp_us, recording.last_timestamp_us
         length = timedelta(microseconds=last - first) if first and last else timedelta()
         at = at + length + gap
@@ -238,6 +266,112 @@ def _format_timestamp(us: int) -> str:
 
 def _datetime_us(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+# --- identifiers of a fresh call -----------------------------------------------------------
+
+# ``1795397596.3``: Unix seconds of the channel's creation, a dot, a counter of the whole PBX
+# (a system name may come first). ``PJSIP/2001-0000000b``, ``Local/110@pstn-00000004;1``: the
+# channel driver's own counter in 8 hex digits, shared by the two halves of a Local pair.
+_UNIQUEID = re.compile(r"^(?P<head>.*?)(?P<seconds>[0-9]+)\.(?P<counter>[0-9]+)$")
+_CHANNEL_SEQUENCE = re.compile(r"^(?P<head>[^/]+/.+-)(?P<seq>[0-9a-f]{8})(?P<tail>;[12])?$")
+_ID_KEYS: Final = ("Uniqueid", "Linkedid")
+_BRIDGE_NAMESPACE: Final = uuid.UUID("0b6f3a4e-2f7d-4c55-9a71-3b1d5e0c6a42")
+
+
+def _id_kind(key: str) -> str | None:
+    """Say which identifier a field holds: ``call`` (Uniqueid/Linkedid), ``bridge``, ``channel``."""
+    if key == "BridgeUniqueid":
+        return "bridge"
+    if key.endswith(_ID_KEYS):
+        return "call"
+    if key.endswith("Channel"):
+        return "channel"
+    return None
+
+
+class _Numbering:
+    """The counters of the PBX, continued past every identifier in the playlist.
+
+    Asterisk numbers a new channel with the next value of its counters; a fresh entry takes its
+    identifiers from here, so that they never meet those of another entry.
+    """
+
+    def __init__(self, recordings: Iterable[Recording]) -> None:
+        self._counter = 0
+        self._sequences: dict[str, int] = {}
+        for recording in recordings:
+            for item in recording.events:
+                for key, value in item.message.fields:
+                    kind = _id_kind(key)
+                    if kind == "call" and (found := _UNIQUEID.match(value)):
+                        self._counter = max(self._counter, int(found["counter"]) + 1)
+                    elif kind == "channel" and (found := _CHANNEL_SEQUENCE.match(value)):
+                        tech = found["head"].split("/", 1)[0]
+                        seq = int(found["seq"], 16) + 1
+                        self._sequences[tech] = max(self._sequences.get(tech, 0), seq)
+
+    def renumber(self, recording: Recording, *, index: int, shift_us: int) -> Recording:
+        """Return ``recording`` as a new call: every identifier replaced, consistently."""
+        names: dict[tuple[str, str], str] = {}
+        named = {
+            (kind, value)
+            for item in recording.events
+            for key, value in item.message.fields
+            if (kind := _id_kind(key)) is not None and value
+        }
+
+        def renamed(kind: str | None, old: str) -> str:
+            if kind is None or not old:
+                return old
+            channel = _CHANNEL_SEQUENCE.match(old) if kind == "channel" else None
+            if kind == "channel" and channel is None:
+                return old
+            if channel is not None:
+                # Both halves of a Local pair carry the one sequence number.
+                kind, old = "sequence", f"{channel['head'].split('/', 1)[0]}/{channel['seq']}"
+            if (kind, old) not in names:
+                names[kind, old] = self._new_name(kind, old, index=index, shift_us=shift_us)
+            if channel is not None:
+                return f"{channel['head']}{names[kind, old]}{channel['tail'] or ''}"
+            return names[kind, old]
+
+        events: list[RecordedEvent] = []
+        for item in recording.events:
+            fields: list[tuple[str, str]] = []
+            for key, value in item.message.fields:
+                kind = _id_kind(key)
+                if key == "Value":
+                    # VarSet of BRIDGEPEER, DIALEDPEERNAME ...: an identifier of this call.
+                    kind = next((k for k in ("channel", "call") if (k, value) in named), None)
+                fields.append((key, renamed(kind, value)))
+            events.append(RecordedEvent(AmiMessage(fields), item.timestamp_us))
+        return Recording(recording.name, tuple(events))
+
+    def _new_name(self, kind: str, old: str, *, index: int, shift_us: int) -> str:
+        if kind == "bridge":
+            return str(uuid.uuid5(_BRIDGE_NAMESPACE, f"{index}:{old}"))
+        if kind == "sequence":
+            tech = old.split("/", 1)[0]
+            number = self._sequences.get(tech, 0)
+            self._sequences[tech] = number + 1
+            return f"{number:08x}"
+        found = _UNIQUEID.match(old)
+        if found is None:
+            return f"{old}-{index}"
+        seconds = (int(found["seconds"]) * 1_000_000 + shift_us) // 1_000_000
+        self._counter += 1
+        return f"{found['head']}{seconds}.{self._counter - 1}"
+
+
+def _as_replayed(entries: Sequence[PlaylistEntry]) -> list[Recording]:
+    numbering = _Numbering(e.recording for e in entries)
+    return [
+        numbering.renumber(e.recording, index=i, shift_us=e.shift_us)
+        if e.fresh_ids
+        else e.recording
+        for i, e in enumerate(entries)
+    ]
 
 
 # --- the PBX's state ------------------------------------------------------------------------
@@ -278,7 +412,7 @@ def _local_partner(channel: str) -> str | None:
 
 
 class _PbxState:
-    """What the replay has made live so far, and the calls cut by a ``Hangup`` action."""
+    """What the replay has made live, the calls a ``Hangup`` action cut, what sessions saw."""
 
     def __init__(self) -> None:
         self.channels: dict[str, _Channel] = {}
@@ -289,6 +423,12 @@ class _PbxState:
         self.cut_linkedids: set[str] = set()
         self.cut_devices: set[str] = set()
         self.bridge_linkedids: dict[str, frozenset[str]] = {}
+        self.answered: dict[str, int | None] = {}
+        self.ended: dict[str, int | None] = {}
+        self.shown: set[str] = set()
+        self.listed: set[str] = set()
+        self.dial_shown_at: dict[str, float] = {}
+        self.hung_up: list[str] = []
 
     def begin_entry(self, bridge_linkedids: dict[str, frozenset[str]]) -> None:
         # Recordings repeat Linkedids when replayed twice; a cut belongs to one entry.
@@ -322,6 +462,9 @@ class _PbxState:
             self._update_snapshot(message, "LocalTwo", timestamp_us)
         if event == "Newchannel" and channel is not None:
             self.cut_devices.discard(channel.device)
+        elif event == "Newstate" and channel is not None:
+            if message.get("ChannelStateDesc") == "Up":
+                self.answered.setdefault(channel.name, timestamp_us)
         elif event == "Newexten" and channel is not None:
             channel.application = message.get("Application") or ""
             channel.application_data = message.get("AppData") or ""
@@ -346,6 +489,7 @@ class _PbxState:
             else:
                 self.contacts[uri] = (message, timestamp_us)
         elif event == "Hangup" and channel is not None:
+            self.ended[channel.name] = timestamp_us
             self._forget(channel.name)
 
     def _update_snapshot(
@@ -386,6 +530,7 @@ class _PbxState:
 
         target = self.channels[target_name]
         linkedid = target.linkedid
+        self.hung_up.append(target_name)
         members = [c for c in self.channels.values() if c.linkedid == linkedid]
         member_names = {c.name for c in members}
         events: list[list[tuple[str, str]]] = []
@@ -538,11 +683,12 @@ def _bridge_linkedids(recording: Recording) -> dict[str, frozenset[str]]:
 
 @dataclass(frozen=True, slots=True)
 class ReceivedAction:
-    """An action the server received: its name, all its fields, and the session number."""
+    """An action the server received: its name, all its fields, the session, when (loop time)."""
 
     session: int
     name: str
     message: AmiMessage
+    at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -559,6 +705,7 @@ class _Session:
     number: int
     writer: asyncio.StreamWriter
     authenticated: bool = False
+    caught_up: bool = False
     event_classes: frozenset[str] | None = None
     half_open: bool = False
 
@@ -596,6 +743,7 @@ class SimulatedPbx:
         port: int = 0,
         speed: float = 0.0,
         wait_for_client: bool = True,
+        caught_up_after: str | None = None,
         auth_failure_delay: float = 0.0,
         write_buffer_limit: int = 4 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
@@ -605,7 +753,13 @@ class SimulatedPbx:
 
         ``speed`` scales the recorded gaps between events (1.0 real time, 0.01 a hundred times
         faster, 0 no waiting). With ``wait_for_client`` the replay holds still while no
-        session is logged in with events on. Asterisk sleeps a second before refusing a login;
+        session is logged in with events on; with ``caught_up_after`` too, a session counts
+        only once it has sent that action after its login (``CoreShowChannels`` for a client
+        that catches up with the live channels; ``PJSIPShowContacts``, the last action of
+        pbxguard's resync): the replay compresses the PBX's time but not a client's start-up,
+        and a whole recorded call must not pass while a restarted client is still catching
+        up.
+        Asterisk sleeps a second before refusing a login;
         ``auth_failure_delay`` does the same (0 by default to keep tests fast). A session whose
         unsent output exceeds ``write_buffer_limit`` is dropped, as Asterisk's
         ``writetimeout`` does. ``clock`` gives Unix time when no recording has set the time.
@@ -614,17 +768,19 @@ class SimulatedPbx:
         if speed < 0:
             raise ConfigError(f"speed must not be negative, got {speed}")
         self._entries = [self._entry(item) for item in playlist]
+        self._recordings = _as_replayed(self._entries)
         self._username = username
         self._secret = secret
         self._host = host
         self._requested_port = port
         self._speed = speed
         self._wait_for_client = wait_for_client
+        self._caught_up_after = (caught_up_after or "").lower()
         self._auth_failure_delay = auth_failure_delay
         self._write_buffer_limit = write_buffer_limit
         self._clock = clock
         self._schedule = self._build_schedule()
-        self._bridge_ids = [_bridge_linkedids(e.recording) for e in self._entries]
+        self._bridge_ids = [_bridge_linkedids(r) for r in self._recordings]
         self._state = _PbxState()
         self._server: asyncio.Server | None = None
         self._replay_task: asyncio.Task[None] | None = None
@@ -642,6 +798,7 @@ class SimulatedPbx:
         self._done = False
         self._pause_match = pause_after
         self._paused = False
+        self._drop_at_hangup: tuple[bool, int] | None = None
         self._port = 0
         self.actions: list[ReceivedAction] = []
         """Every action received, in order."""
@@ -668,9 +825,11 @@ class SimulatedPbx:
 
     def _build_schedule(self) -> list[_Scheduled]:
         schedule: list[_Scheduled] = []
-        for index, entry in enumerate(self._entries):
+        for index, (entry, recording) in enumerate(
+            zip(self._entries, self._recordings, strict=True)
+        ):
             shift = entry.shift_us
-            for item in entry.recording.events:
+            for item in recording.events:
                 message = item.message
                 # FullyBooted went to the capturing client at its login; the server sends its
                 # own after each Login instead.
@@ -786,6 +945,46 @@ class SimulatedPbx:
         return list(self._state.channels)
 
     @property
+    def recordings(self) -> list[Recording]:
+        """The playlist's recordings as replayed: fresh entries with the identifiers given."""
+        return list(self._recordings)
+
+    @property
+    def listed_channels(self) -> frozenset[str]:
+        """Channels a ``CoreShowChannels`` listing showed a session."""
+        return frozenset(self._state.listed)
+
+    @property
+    def hung_up(self) -> list[str]:
+        """Channels whose call a ``Hangup`` action ended, in order."""
+        return list(self._state.hung_up)
+
+    @property
+    def shown_channels(self) -> frozenset[str]:
+        """Channels a logged-in session was told of: in an event it got, or a channel list."""
+        return frozenset(self._state.shown)
+
+    @property
+    def dial_shown_at(self) -> dict[str, float]:
+        """When (loop time) a session was first sent the ``DialBegin`` to each channel."""
+        return dict(self._state.dial_shown_at)
+
+    @property
+    def answered_channels(self) -> frozenset[str]:
+        """Channels the replay took to ``Up`` (answered), whether anyone was listening or not."""
+        return frozenset(self._state.answered)
+
+    def talk_time(self, channel: str) -> timedelta | None:
+        """How long a channel talked by the PBX's clock: its ``Up`` to its ``Hangup``.
+
+        None when it was never answered, has not ended, or the recording has no timestamps.
+        """
+        answered, ended = self._state.answered.get(channel), self._state.ended.get(channel)
+        if answered is None or ended is None:
+            return None
+        return timedelta(microseconds=ended - answered)
+
+    @property
     def device_states(self) -> dict[str, str]:
         """The last known state of every device."""
         return dict(self._state.devices)
@@ -813,6 +1012,24 @@ class SimulatedPbx:
         self._away_budget = lost_while_away
         for session in list(self._sessions):
             session.writer.close()
+        self._notify()
+
+    def drop_at_next_hangup(self, *, carried_out: bool, lost_while_away: int = 0) -> None:
+        """Break every connection when the next ``Hangup`` action for a live channel arrives.
+
+        The connection is cut with the action, before any reply: with ``carried_out`` the PBX
+        hangs the call up all the same (the client never hears of it but through its
+        resynchronisation), without it the action is lost. ``lost_while_away`` is as for
+        :meth:`drop_connections_after`.
+        """
+        self._drop_at_hangup = (carried_out, lost_while_away)
+
+    def _abort_sessions(self, lost_while_away: int) -> None:
+        self._drop_at = None
+        self._away_budget = lost_while_away
+        for session in list(self._sessions):
+            # Unlike close(), abort() throws away what is still buffered: a broken connection.
+            session.writer.transport.abort()
         self._notify()
 
     def pause_after(self, match: Callable[[AmiMessage], bool]) -> None:
@@ -845,7 +1062,13 @@ class SimulatedPbx:
     # -- replay ---------------------------------------------------------------------------
 
     def _listeners(self) -> list[_Session]:
-        return [s for s in self._sessions if s.listening and s.event_classes is not None]
+        return [
+            s
+            for s in self._sessions
+            if s.listening
+            and s.event_classes is not None
+            and (s.caught_up or not self._caught_up_after)
+        ]
 
     async def _replay(self) -> None:
         loop = asyncio.get_running_loop()
@@ -906,14 +1129,16 @@ class SimulatedPbx:
             self._away_budget -= 1
             self._notify()
             return True
-        if self._broadcast(item.wire, item.privilege):
+        if self._broadcast(item.wire, item.privilege, item.message):
             self.events_sent += 1
             if self._drop_at is not None and self.events_sent >= self._drop_at:
                 self.drop_connections(lost_while_away=self._lost_while_away)
         self._notify()
         return True
 
-    def _broadcast(self, wire: bytes, privilege: frozenset[str]) -> bool:
+    def _broadcast(
+        self, wire: bytes, privilege: frozenset[str], message: AmiMessage | None = None
+    ) -> bool:
         delivered = False
         for session in list(self._sessions):
             if not session.wants(privilege):
@@ -924,6 +1149,12 @@ class SimulatedPbx:
             if transport.get_write_buffer_size() > self._write_buffer_limit:
                 log.warning("simulator.client_too_slow", session=session.number)
                 session.writer.close()
+        if delivered and message is not None:
+            self._state.shown.update(name for key in _CHANNEL_KEYS if (name := message.get(key)))
+            if message.event == "DialBegin":
+                dest = message.get("DestChannel") or ""
+                at = asyncio.get_running_loop().time()
+                self._state.dial_shown_at.setdefault(dest, at)
         return delivered
 
     def _now_us(self) -> int:
@@ -990,7 +1221,9 @@ class SimulatedPbx:
 
     async def _act(self, session: _Session, message: AmiMessage) -> bool:
         name = message.get("Action") or ""
-        self.actions.append(ReceivedAction(session.number, name, message))
+        self.actions.append(
+            ReceivedAction(session.number, name, message, asyncio.get_running_loop().time())
+        )
         self._notify()
         if session.half_open:
             return True
@@ -1006,6 +1239,9 @@ class SimulatedPbx:
         if not session.authenticated:
             self._reply(session, message, "Error", [("Message", "Permission denied")])
             return True
+        if action == self._caught_up_after:
+            # Counted once the answer is out: what follows comes after it, as in Asterisk.
+            asyncio.get_running_loop().call_soon(self._caught_up, session)
         match action:
             case "ping":
                 self._ping(session, message)
@@ -1033,6 +1269,10 @@ class SimulatedPbx:
                     ],
                 )
         return True
+
+    def _caught_up(self, session: _Session) -> None:
+        session.caught_up = True
+        self._notify()
 
     def _reply(
         self,
@@ -1102,6 +1342,8 @@ class SimulatedPbx:
         self._list_start(session, message, "Channels will follow")
         now = self._now_us()
         channels = list(self._state.channels.values())
+        self._state.shown.update(c.name for c in channels)
+        self._state.listed.update(c.name for c in channels)
         for channel in channels:
             duration = ""
             if channel.created_us is not None:
@@ -1182,6 +1424,14 @@ class SimulatedPbx:
             return
         cause_text = message.get("Cause") or "16"
         cause = int(cause_text) if cause_text.isdigit() else 16
+        drop, self._drop_at_hangup = self._drop_at_hangup, None
+        if drop is not None:
+            carried_out, lost_while_away = drop
+            # The connection breaks with the action: nothing more reaches the sessions.
+            self._abort_sessions(lost_while_away)
+            if not carried_out:
+                log.info("simulator.hangup_lost_with_connection", channel=channel)
+                return
         self._reply(session, message, "Success", [("Message", "Channel Hungup")])
         last = self._clock_us
         # Synthesised events come after everything already sent, a microsecond apart.
@@ -1189,11 +1439,15 @@ class SimulatedPbx:
         stamps = itertools.count(now) if now is not None else None
         events = self._state.cut_call(channel, cause, stamps)
         for fields in events:
-            wire = encode_message(fields)
-            self._broadcast(wire, frozenset({"call"}))
+            synthesised = AmiMessage(fields)
+            if synthesised.event == "Hangup":
+                ended = synthesised.get("Channel") or ""
+                self._state.ended[ended] = _parse_timestamp(synthesised.get("Timestamp"))
+            self._broadcast(encode_message(fields), frozenset({"call"}), synthesised)
         if now is not None:
             self._clock_us = now + max(len(events) - 1, 0)
             self._clock_at = asyncio.get_running_loop().time()
+        self._notify()
         log.info("simulator.call_cut", channel=channel, cause=cause, events=len(events))
 
     # -- waiting --------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def record_uses(session: LedgerSession, uses: Sequence[ApprovalUse]) -> int:
                 call=use.call,
             )
         )
-    session.append("approvals", rows)
+    session.append("approvals", rows, ids=False)
     return len(rows)
 
 

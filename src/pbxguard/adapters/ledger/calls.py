@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 
 from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession
 from pbxguard.adapters.ledger.schema import calls, decisions
@@ -61,7 +62,7 @@ def record_decisions(session: LedgerSession, records: Sequence[DecisionRecord]) 
                 "policy_version": rec.policy_version,
             }
         )
-    session.append("decisions", rows)
+    session.append("decisions", rows, ids=False)
     return len(rows)
 
 
@@ -73,18 +74,25 @@ def _registrable(summary: CallSummary) -> bool:
     )
 
 
+@cache
+def _stored_calls() -> Select[Any]:
+    c = calls.c
+    return select(c.linkedid, c.uniqueid).where(
+        c.site == bindparam("site"), c.linkedid.in_(bindparam("linkedids", expanding=True))
+    )
+
+
 def record_calls(session: LedgerSession, summaries: Sequence[CallSummary]) -> int:
     """Store finished calls not stored yet (by site, Linkedid, Uniqueid); return how many."""
-    c = calls.c
-    wanted = [(s.call.linkedid, s.call.uniqueid) for s in summaries]
-    stored = {
-        (row.linkedid, row.uniqueid)
-        for row in session.execute(
-            select(c.linkedid, c.uniqueid).where(
-                c.site == session.site, c.linkedid.in_([w[0] for w in wanted])
-            )
+    if not summaries:
+        return 0
+    linkedids = list(dict.fromkeys(s.call.linkedid for s in summaries))
+    stored: set[tuple[str, str]] = set()
+    for start in range(0, len(linkedids), 500):
+        found = session.execute(
+            _stored_calls(), {"site": session.site, "linkedids": linkedids[start : start + 500]}
         )
-    }
+        stored.update((row.linkedid, row.uniqueid) for row in found)
     rows: list[dict[str, Any]] = []
     register: list[dict[str, Any]] = []
     for summary in summaries:
@@ -135,8 +143,8 @@ def record_calls(session: LedgerSession, summaries: Sequence[CallSummary]) -> in
                     "duration_ms": _ms(summary.talk_time),
                 }
             )
-    session.append("calls", rows)
-    session.append("register_entries", register)
+    session.append("calls", rows, ids=False)
+    session.append("register_entries", register, ids=False)
     return len(rows)
 
 

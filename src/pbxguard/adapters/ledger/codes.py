@@ -108,7 +108,7 @@ def record_failures(session: LedgerSession, failures: Sequence[CodeFailure]) -> 
                 key=failure.key,
             )
         )
-    session.append("code_events", rows)
+    session.append("code_events", rows, ids=False)
     return len(rows)
 
 

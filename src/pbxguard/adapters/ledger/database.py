@@ -25,6 +25,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Table, create_engine, event, exc, func, select, text
+from sqlalchemy import Insert, Select, bindparam, create_engine, event, exc, func, select, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from pbxguard.adapters.ledger import chain
@@ -209,13 +211,7 @@ class LedgerSession:
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:stream, 0))"),
                 {"stream": f"pbxguard-chain:{table}:{site}"},
             )
-        columns = metadata.tables[table].c
-        row = self.connection.execute(
-            select(columns.seq, columns.hash)
-            .where(columns.site == site, columns.seq.is_not(None))
-            .order_by(columns.seq.desc())
-            .limit(1)
-        ).first()
+        row = self.connection.execute(_statements(table).head, {"site": site}).first()
         head = (
             chain.Head(table, site, 0, chain.GENESIS)
             if row is None
@@ -224,8 +220,8 @@ class LedgerSession:
         self._heads[f"{table}\t{site}"] = head
         return head
 
-    def append(self, table: str, rows: Sequence[dict[str, Any]]) -> list[int]:
-        """Append ``rows`` to ``table`` in order, chained; return their ids.
+    def append(self, table: str, rows: Sequence[dict[str, Any]], *, ids: bool = True) -> list[int]:
+        """Append ``rows`` to ``table`` in order, chained; return their ids (with ``ids``).
 
         Every row gets this session's site unless it names one.
         """
@@ -233,32 +229,88 @@ class LedgerSession:
             raise LedgerError("the ledger is open read-only")
         if not rows:
             return []
-        target: Table = metadata.tables[table]
         by_site: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             row.setdefault("site", self.site)
             by_site.setdefault(row["site"], []).append(row)
         for site, group in by_site.items():
             self._heads[f"{table}\t{site}"] = chain.link(table, self.head(table, site), group)
-        ids: list[int] = []
-        for row in rows:
-            inserted = self.connection.execute(target.insert().values(**row).returning(target.c.id))
-            ids.append(int(inserted.scalar_one()))
-        return ids
+        # One executemany for the whole batch: building and compiling a statement for every
+        # row cost more than the database's own work. (SQLite cannot promise the order of a
+        # multi-row RETURNING, so the ids are read back by the rows' places in the chain.)
+        statements = _statements(table)
+        for run in _same_columns(rows):
+            self.connection.execute(statements.insert, run)
+        if not ids:
+            return []
+        placed: dict[tuple[str, int], int] = {}
+        for site, group in by_site.items():
+            found = self.connection.execute(
+                statements.placed,
+                {"site": site, "first": group[0]["seq"], "last": group[-1]["seq"]},
+            )
+            placed.update(((site, int(seq)), int(row_id)) for row_id, seq in found)
+        return [placed[row["site"], row["seq"]] for row in rows]
 
     def existing(self, table: str, column: str, values: Sequence[Any]) -> set[Any]:
         """Return which of ``values`` are already in ``table.column``."""
         if not values:
             return set()
-        target = metadata.tables[table].c[column]
+        statement = _existing(table, column)
         found: set[Any] = set()
         unique = list(dict.fromkeys(values))
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
-            found.update(
-                r[0] for r in self.connection.execute(select(target).where(target.in_(chunk)))
-            )
+            found.update(r[0] for r in self.connection.execute(statement, {"values": chunk}))
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class _TableStatements:
+    insert: Insert
+    head: Select[Any]
+    placed: Select[Any]
+
+
+# The writer runs the same few statements for every batch. Built once, they keep SQLAlchemy's
+# cache key and compiled form; built anew each time, building them cost more than running them.
+@cache
+def _statements(table: str) -> _TableStatements:
+    target = metadata.tables[table]
+    columns = target.c
+    return _TableStatements(
+        insert=target.insert(),
+        head=select(columns.seq, columns.hash)
+        .where(columns.site == bindparam("site"), columns.seq.is_not(None))
+        .order_by(columns.seq.desc())
+        .limit(1),
+        placed=select(columns.id, columns.seq).where(
+            columns.site == bindparam("site"),
+            columns.seq >= bindparam("first"),
+            columns.seq <= bindparam("last"),
+        ),
+    )
+
+
+@cache
+def _existing(table: str, column: str) -> Select[Any]:
+    target = metadata.tables[table].c[column]
+    return select(target).where(target.in_(bindparam("values", expanding=True)))
+
+
+def _same_columns(rows: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Split rows, in order, into runs that name the same columns (one executemany each)."""
+    run: list[dict[str, Any]] = []
+    columns: Any = None
+    for row in rows:
+        keys = row.keys()
+        if run and keys != columns:
+            yield run
+            run = []
+        columns = keys
+        run.append(row)
+    if run:
+        yield run
 
 
 class LedgerDatabase:

@@ -2,22 +2,25 @@
 
 An offence is priced when it is stored, from the person's prior offences under the same ladder
 in the penalty's window (reckoned in the site's timezone), at or before the offence, not
-excused. A batch of offences costs one query per (person, ladder) for those priors, whatever
-its size. Writers are serialised by the chain (SQLite's write lock; PostgreSQL's advisory lock
-per stream), so two offences of one person never both count zero priors, across several
-pbxguard processes too.
+excused. A batch of offences costs, per (person, ladder), a count of the priors older than
+its earliest offence (per penalty window) and one query for the few stored from then on,
+whatever its size and however long the person's history. Writers are serialised by the chain
+(SQLite's write lock; PostgreSQL's advisory lock per stream), so two offences of one person
+never both count zero priors, across several pbxguard processes too.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import Row, Select, and_, bindparam, func, select
 
 from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession
 from pbxguard.adapters.ledger.schema import adjustments, offence_outcomes, offences
@@ -72,59 +75,67 @@ def _adjustment(row: Any) -> Adjustment:
     )
 
 
-def _ending(row: Any) -> OffenceOutcome | None:
-    if row.o_ending is None:
+def _ending(row: Mapping[str, Any]) -> OffenceOutcome | None:
+    if row.get("o_ending") is None:
         return None
     return OffenceOutcome(
-        key=row.key,
-        at=row.o_at,
-        ending=Ending(row.o_ending),
-        answered_at=row.o_answered_at,
-        ended_at=row.o_ended_at,
-        talk_time=timedelta(milliseconds=row.o_talk_ms),
-        charge=row.o_charge,
-        answer_estimated=bool(row.o_answer_estimated),
-        cause=row.o_cause,
+        key=row["key"],
+        at=row["o_at"],
+        ending=Ending(row["o_ending"]),
+        answered_at=row["o_answered_at"],
+        ended_at=row["o_ended_at"],
+        talk_time=timedelta(milliseconds=row["o_talk_ms"]),
+        charge=row["o_charge"],
+        answer_estimated=bool(row["o_answer_estimated"]),
+        cause=row["o_cause"],
     )
 
 
 def offence_entry(row: Any, found: Sequence[Adjustment] = ()) -> OffenceEntry:
-    """Build an `OffenceEntry` from a row of `_listing` (the offence and its ending)."""
+    """Build an `OffenceEntry` from a row of `_listing` (the offence and its ending).
+
+    ``row`` is a database row, or a mapping of the same columns (an offence just written, with
+    no ending yet).
+    """
+    # Columns are read through the row's mapping: an attribute look-up on a SQLAlchemy row
+    # costs ten times as much, and an export builds a hundred thousand entries.
+    r: Mapping[Any, Any] = row._mapping if isinstance(row, Row) else row
+    sanctions = r["sanctions"]
     return OffenceEntry(
-        id=row.id,
-        key=row.key,
-        rule_id=row.rule_id,
-        ladder=row.ladder,
-        rule_title_zh=row.rule_title_zh,
-        rule_title_en=row.rule_title_en,
-        citation=row.citation,
-        at=row.at,
-        call=_call_ref(row.linkedid, row.uniqueid, row.channel),
-        extension=row.extension,
-        person_id=row.person_id,
-        person_name=row.person_name,
-        department=row.department,
-        number=row.number,
-        number_class=row.number_class,
-        talk_time=timedelta(milliseconds=row.talk_ms),
-        outcome=Outcome(row.outcome),
+        id=r["id"],
+        key=r["key"],
+        rule_id=r["rule_id"],
+        ladder=r["ladder"],
+        rule_title_zh=r["rule_title_zh"],
+        rule_title_en=r["rule_title_en"],
+        citation=r["citation"],
+        at=r["at"],
+        call=_call_ref(r["linkedid"], r["uniqueid"], r["channel"]),
+        extension=r["extension"],
+        person_id=r["person_id"],
+        person_name=r["person_name"],
+        department=r["department"],
+        number=r["number"],
+        number_class=r["number_class"],
+        talk_time=timedelta(milliseconds=r["talk_ms"]),
+        outcome=Outcome(r["outcome"]),
         fine=Fine(
-            amount=row.amount,
-            sanctions=tuple(Sanction(s) for s in row.sanctions.split(",") if s),
-            escalation_step=row.escalation_step,
-            repeat_offender=bool(row.repeat_offender),
-            charge=row.charge,
-            department_head_amount=row.department_head_amount,
+            amount=r["amount"],
+            sanctions=tuple(Sanction(s) for s in sanctions.split(",")) if sanctions else (),
+            escalation_step=r["escalation_step"],
+            repeat_offender=bool(r["repeat_offender"]),
+            charge=r["charge"],
+            department_head_amount=r["department_head_amount"],
         ),
-        detail_zh=row.detail_zh,
-        detail_en=row.detail_en,
-        policy_version=row.policy_version,
+        detail_zh=r["detail_zh"],
+        detail_en=r["detail_en"],
+        policy_version=r["policy_version"],
         adjustments=tuple(found),
-        ending=_ending(row),
-        charge_multiple=row.charge_multiple,
-        head_share=row.head_share,
-        site=row.site,
-        units=row.units,
+        ending=_ending(r),
+        charge_multiple=r["charge_multiple"],
+        head_share=r["head_share"],
+        site=r["site"],
+        units=r["units"],
     )
 
 
@@ -174,23 +185,81 @@ def _subject(draft: OffenceDraft) -> tuple[str, str]:
     return (draft.person_id, "") if draft.person_id else ("", draft.extension)
 
 
-def _prior_times(
-    session: LedgerSession, subject: tuple[str, str], ladder: str, since: datetime | None
-) -> list[datetime]:
-    """Return when the subject's earlier offences on ``ladder`` were (excused ones left out).
+@cache
+def _priors(*, by_extension: bool, count: bool, since: bool, before: bool) -> Select[Any]:
+    """The subject's offences under a ladder that count (none excused): times or a count.
 
     A person id names one person across the company, so a person's priors are counted at
     every site. An extension is one phone at one PBX: the same number at another site (several
     PBXes, one ledger) is another phone, so an unknown caller's priors are its own site's.
+
+    Built once per shape (the writer asks for priors in every batch with offences); the
+    values are bound when it runs: person, ladder, extension, since, before.
     """
     c = offences.c
     excused = select(adjustments.c.offence_id).where(adjustments.c.kind.in_(_EXCUSING))
-    query = select(c.at).where(c.person_id == subject[0], c.ladder == ladder, c.id.not_in(excused))
-    if not subject[0]:
-        query = query.where(c.extension == subject[1], c.site == session.site)
+    query = select(func.count() if count else c.at).where(
+        c.person_id == bindparam("person"), c.ladder == bindparam("ladder"), c.id.not_in(excused)
+    )
+    if by_extension:
+        query = query.where(c.extension == bindparam("extension"), c.site == bindparam("site"))
+    if since:
+        query = query.where(c.at >= bindparam("since"))
+    if before:
+        query = query.where(c.at < bindparam("before"))
+    return query
+
+
+def _prior_values(
+    site: str, key: tuple[str, str, str], since: datetime | None, before: datetime | None
+) -> dict[str, Any]:
+    person, extension, ladder = key
+    values: dict[str, Any] = {"person": person, "ladder": ladder}
+    if not person:
+        values["extension"] = extension
+        values["site"] = site
     if since is not None:
-        query = query.where(c.at >= since)
-    return [row.at for row in session.execute(query)]
+        values["since"] = since
+    if before is not None:
+        values["before"] = before
+    return values
+
+
+def _prior_count(
+    session: LedgerSession,
+    key: tuple[str, str, str],
+    since: datetime | None,
+    before: datetime,
+) -> int:
+    query = _priors(by_extension=not key[0], count=True, since=since is not None, before=True)
+    return int(session.execute(query, _prior_values(session.site, key, since, before)).scalar_one())
+
+
+def _prior_times(
+    session: LedgerSession, key: tuple[str, str, str], since: datetime
+) -> list[datetime]:
+    query = _priors(by_extension=not key[0], count=False, since=True, before=False)
+    return sorted(
+        row.at for row in session.execute(query, _prior_values(session.site, key, since, None))
+    )
+
+
+@dataclass(slots=True)
+class _Priors:
+    """A batch's view of one subject's priors under one ladder.
+
+    ``before`` counts the stored offences older than the batch's earliest, per window start
+    (SQL counts them: a heavy offender's history is never fetched row by row); ``times`` are the
+    stored offences from the batch's earliest on (usually none) and those of the batch priced
+    so far, sorted.
+    """
+
+    before: dict[datetime | None, int]
+    times: list[datetime]
+
+    def count(self, start: datetime | None, at: datetime) -> int:
+        first = 0 if start is None else bisect.bisect_left(self.times, start)
+        return self.before.get(start, 0) + max(bisect.bisect_right(self.times, at) - first, 0)
 
 
 def record_offences(session: LedgerSession, items: Sequence[OffenceFact]) -> list[OffenceEntry]:
@@ -211,26 +280,29 @@ def record_offences(session: LedgerSession, items: Sequence[OffenceFact]) -> lis
         return []
     # Claim the stream before counting priors: another writer of the same site waits here.
     session.head("offences")
-    windows: dict[tuple[str, str, str], datetime | None] = {}
+    earliest: dict[tuple[str, str, str], datetime] = {}
+    starts: dict[tuple[str, str, str], set[datetime | None]] = {}
     for item in fresh:
         penalty = item.rule.penalty
         if penalty is None:
             continue
         start, _ = window_bounds(penalty.window, item.draft.at.astimezone(item.timezone))
         key = (*_subject(item.draft), _ladder(item.rule))
-        earliest = windows.get(key, start)
-        windows[key] = None if start is None or earliest is None else min(start, earliest)
-    priors = {key: _prior_times(session, key[:2], key[2], since) for key, since in windows.items()}
+        earliest[key] = min(earliest.get(key, item.draft.at), item.draft.at)
+        starts.setdefault(key, set()).add(start)
+    priors = {
+        key: _Priors(
+            {start: _prior_count(session, key, start, first) for start in starts[key]},
+            _prior_times(session, key, first),
+        )
+        for key, first in earliest.items()
+    }
     rows = [_priced_row(item, priors) for item in sorted(fresh, key=lambda i: i.draft.at)]
     ids = session.append("offences", rows)
-    return [
-        offence_entry(_as_row(dict(row, id=row_id))) for row, row_id in zip(rows, ids, strict=True)
-    ]
+    return [offence_entry(dict(row, id=row_id)) for row, row_id in zip(rows, ids, strict=True)]
 
 
-def _priced_row(
-    item: OffenceFact, priors: dict[tuple[str, str, str], list[datetime]]
-) -> dict[str, Any]:
+def _priced_row(item: OffenceFact, priors: dict[tuple[str, str, str], _Priors]) -> dict[str, Any]:
     draft, rule = item.draft, item.rule
     penalty = rule.penalty
     ladder = _ladder(rule)
@@ -240,8 +312,8 @@ def _priced_row(
     else:
         key = (*_subject(draft), ladder)
         start, _ = window_bounds(penalty.window, draft.at.astimezone(item.timezone))
-        times = priors.setdefault(key, [])
-        prior = sum(1 for t in times if t <= draft.at and (start is None or t >= start))
+        seen = priors[key]
+        prior = seen.count(start, draft.at)
         fine = assess(
             penalty,
             prior_offences=prior,
@@ -249,7 +321,7 @@ def _priced_row(
             number_class=draft.number_class,
             units=draft.units,
         )
-        times.append(draft.at)
+        bisect.insort(seen.times, draft.at)
         step = penalty.steps[min(prior, len(penalty.steps) - 1)]
         multiple = step.charge_multiple
         head_share = penalty.department_head_share
@@ -288,22 +360,6 @@ def _priced_row(
     }
 
 
-class _RowView:
-    """A dict seen as a row of `_listing` (for entries built from rows just written)."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self._data = data
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("o_"):
-            return None
-        return self._data[name]
-
-
-def _as_row(data: Mapping[str, Any]) -> Any:
-    return _RowView(data)
-
-
 def record_outcomes(session: LedgerSession, outcomes: Sequence[OffenceOutcome]) -> int:
     """Store how offences' calls ended (once per offence key); return how many were new."""
     done = session.existing("offence_outcomes", "key", [o.key for o in outcomes])
@@ -325,7 +381,7 @@ def record_outcomes(session: LedgerSession, outcomes: Sequence[OffenceOutcome]) 
                 "cause": outcome.cause,
             }
         )
-    session.append("offence_outcomes", rows)
+    session.append("offence_outcomes", rows, ids=False)
     return len(rows)
 
 
@@ -434,11 +490,14 @@ class OffenceBook:
             with self._db.read() as session:
                 query = _filtered(_listing(), where).order_by(offences.c.at, offences.c.id)
                 if after is not None:
+                    # The plain bound lets the index on `at` start at the page's first row
+                    # instead of scanning every earlier one again.
                     query = query.where(
+                        offences.c.at >= after[0],
                         (offences.c.at > after[0])
-                        | and_(offences.c.at == after[0], offences.c.id > after[1])
+                        | and_(offences.c.at == after[0], offences.c.id > after[1]),
                     )
-                rows = list(session.execute(query.limit(_PAGE)))
+                rows = session.execute(query.limit(_PAGE)).all()
                 found = self._adjustments(session, [r.id for r in rows])
             for row in rows:
                 entry = offence_entry(row, found.get(row.id, ()))

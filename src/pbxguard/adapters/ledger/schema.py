@@ -91,7 +91,9 @@ class Money(TypeDecorator[Decimal]):
         if value is None:
             return None
         if dialect.name == "sqlite":
-            return yuan(Decimal(int(value)) * CENT)
+            # Whole cents to yuan with two places, exactly: the same value as yuan(n * CENT),
+            # at a fraction of its cost (an export reads six amounts per row).
+            return Decimal(int(value)).scaleb(-2)
         return yuan(Decimal(value))
 
 

@@ -7,7 +7,12 @@ The guard never waits for SQL: it appends facts to the write-ahead journal
 of its own with its own database connection. It reads the journal from its checkpoint in
 batches (up to ``batch_size`` facts), writes each batch in one transaction (one commit, one
 fsync, however many facts: a group commit), then moves the checkpoint on. Everything it writes
-is idempotent by key, so a batch offered twice after a crash is stored once.
+is idempotent by key, so a batch offered twice after a crash is stored once. While less than a
+full batch waits, a transaction begins no sooner than ``linger`` (50 ms) after the one before:
+at a thousand verdicts a second that is twenty transactions of fifty facts rather than a
+transaction for every few facts, each costing a commit, an fsync and a dozen statements of
+the thread's time (which the event loop waits for, the interpreter being shared). Nothing
+waits for the database meanwhile: the facts are in the journal already.
 
 Failures are classified by what they mean (`pbxguard.adapters.ledger.database.classify`):
 
@@ -58,6 +63,8 @@ from pbxguard.errors import LedgerConflict, LedgerError, LedgerUnavailable
 _log = structlog.get_logger(__name__)
 
 SET_ASIDE = "set-aside.jsonl"
+#: The shortest time between the starts of two transactions that are not full batches (seconds).
+LINGER = 0.05
 
 _OPS: dict[str, type[Any]] = {
     "decision": DecisionRecord,
@@ -146,6 +153,7 @@ class LedgerWriter:
         database: LedgerDatabase,
         *,
         batch_size: int = 500,
+        linger: float = LINGER,
         retry_initial: float = 0.2,
         retry_max: float = 10.0,
         on_written: Callable[[list[OffenceEntry]], None] | None = None,
@@ -161,6 +169,7 @@ class LedgerWriter:
         self._journal = journal
         self._db = database
         self._batch_size = batch_size
+        self._linger = linger
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._on_written = on_written
@@ -210,6 +219,7 @@ class LedgerWriter:
     def _run(self) -> None:
         cursor: Cursor | None = None
         delay = self._retry_initial
+        began = -self._linger  # when the last transaction began
         while self._draining():
             entries, next_cursor = self._journal.read(cursor, self._batch_size)
             if not entries:
@@ -218,6 +228,14 @@ class LedgerWriter:
                     break
                 self._journal.wait_for_entries(next_cursor.seq, 0.5)
                 continue
+            pause = self._linger - (time.monotonic() - began)
+            if len(entries) < self._batch_size and pause > 0 and not self._stop.is_set():
+                # Less than a batch waits: let the guard add the facts of the next moments,
+                # so that one transaction (one commit, one fsync) carries them all. A stop
+                # ends the wait at once.
+                self._stop.wait(pause)
+                continue
+            began = time.monotonic()
             try:
                 self._write(entries)
             except LedgerUnavailable as error:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from datetime import timedelta
 
 from pbxguard.adapters.ledger import RegisterBook
 from pbxguard.adapters.ledger.audit import chain_heads
-from pbxguard.app.register import fill_entry, month_entries
+from pbxguard.app.register import fill_entry, iter_month_entries
+from pbxguard.domain.entries import RegisterEntry
 from pbxguard.domain.periods import month_of
 from pbxguard.entrypoints.cli.context import CliContext
 from pbxguard.entrypoints.cli.output import export_report
@@ -17,6 +19,7 @@ from pbxguard.entrypoints.render import (
     register_cells,
     register_row,
     render_table,
+    rows_of,
 )
 
 
@@ -35,27 +38,32 @@ def _report(context: CliContext, args: argparse.Namespace) -> int:
     fill_within = timedelta(hours=policy.register_fill_hours)
     now = context.now()
     with context.reading() as database:
-        entries = month_entries(RegisterBook(database), policy, month) if database else []
         anchor = anchor_line(chain_heads(database).digest) if database else None
-    rows = [register_row(e, zone, now=now, fill_within=fill_within) for e in entries]
-    if export_report(
-        rows,
-        REGISTER_COLUMNS,
-        args,
-        name=f"register-{month}",
-        title=f"长话登记表 Long-distance register · {month} · {policy.site}",
-        sheet_name=f"长话登记表 {month}",
-        unit="条 entries",
-        cells=register_cells(zone),
-        footer=anchor,
-    ):
-        return 0
-    if not rows:
+        # Exports stream the month a page at a time: a large site's register has a hundred
+        # thousand lines, and none of them needs the others to be written.
+        entries: Iterator[RegisterEntry] = (
+            iter_month_entries(RegisterBook(database), policy, month) if database else iter(())
+        )
+        rows = rows_of(entries, lambda e: register_row(e, zone, now=now, fill_within=fill_within))
+        if export_report(
+            rows,
+            REGISTER_COLUMNS,
+            args,
+            name=f"register-{month}",
+            title=f"长话登记表 Long-distance register · {month} · {policy.site}",
+            sheet_name=f"长话登记表 {month}",
+            unit="条 entries",
+            cells=register_cells(zone),
+            footer=anchor,
+        ):
+            return 0
+        listed = list(rows)
+    if not listed:
         print("登记表中没有记录 — the register has no entries for this month.")
         return 0
-    unfilled = sum(1 for e in entries if not e.filled)
-    print(render_table(rows, REGISTER_COLUMNS))
-    print(f"\n合计 total: {len(rows)} 条 entries, 未登记 unfilled: {unfilled}")
+    unfilled = sum(1 for row in listed if not row["is_filled"])
+    print(render_table(listed, REGISTER_COLUMNS))
+    print(f"\n合计 total: {len(listed)} 条 entries, 未登记 unfilled: {unfilled}")
     if anchor:
         print(anchor)
     return 0
