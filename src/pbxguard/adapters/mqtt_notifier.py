@@ -120,44 +120,45 @@ class MqttNotifier:
 
     def alert_raised(self, alert: RaiseAlert) -> None:
         """Publish an alert about a protected line (raised, or repeated)."""
-        self._link.publish(
-            "alerts",
-            line=alert.extension or alert.duty_line or None,
-            payload={
-                "id": f"{alert.key}:{alert.repeat}",
-                "alert": alert.key,
-                "state": "raised",
-                "site": self._site,
-                "line": alert.extension or alert.duty_line,
-                "kind": alert.kind.value,
-                "rule": alert.rule_id,
-                "name": alert.name,
-                "since": _iso(alert.since),
-                "at": _iso(alert.at),
-                "repeat": alert.repeat,
-                "person": alert.person_id,
-                "person_name": alert.person_name,
-                "message_zh": alert.message_zh,
-                "message_en": alert.message_en,
-            },
+        self._alert(
+            alert,
+            event_id=f"{alert.key}:{alert.repeat}",
+            state="raised",
+            repeat=alert.repeat,
+            person=alert.person_id,
+            person_name=alert.person_name,
+            message_zh=alert.message_zh,
+            message_en=alert.message_en,
         )
 
     def alert_cleared(self, alert: ClearAlert) -> None:
         """Publish that a protected line is back."""
+        self._alert(
+            alert,
+            event_id=f"{alert.key}:cleared",
+            state="cleared",
+            duration_seconds=int(alert.duration.total_seconds()),
+        )
+
+    def _alert(
+        self, alert: RaiseAlert | ClearAlert, *, event_id: str, state: str, **details: object
+    ) -> None:
+        # Both states of an alert share one shape, so a subscriber matches them by "alert".
+        line = alert.extension or alert.duty_line
         self._link.publish(
             "alerts",
-            line=alert.extension or alert.duty_line or None,
+            line=line or None,
             payload={
-                "id": f"{alert.key}:cleared",
+                "id": event_id,
                 "alert": alert.key,
-                "state": "cleared",
+                "state": state,
                 "site": self._site,
-                "line": alert.extension or alert.duty_line,
+                "line": line,
                 "kind": alert.kind.value,
                 "rule": alert.rule_id,
                 "name": alert.name,
                 "since": _iso(alert.since),
                 "at": _iso(alert.at),
-                "duration_seconds": int(alert.duration.total_seconds()),
+                **details,
             },
         )

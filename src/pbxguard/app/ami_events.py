@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from pbxguard.domain.call_events import (
     ChannelCreated,
@@ -57,24 +57,52 @@ def _s(message: AmiFields, key: str) -> str:
     return message.get(key) or ""
 
 
+class _Channel(TypedDict):
+    channel: str
+    uniqueid: str
+    linkedid: str
+
+
+def _channel(m: AmiFields) -> _Channel:
+    """Return the channel an event is about, its Uniqueid and its call's Linkedid.
+
+    A channel that is not part of a larger call has no Linkedid: its own Uniqueid stands in.
+    """
+    uniqueid = _s(m, "Uniqueid")
+    return {
+        "channel": _s(m, "Channel"),
+        "uniqueid": uniqueid,
+        "linkedid": _s(m, "Linkedid") or uniqueid,
+    }
+
+
+class _Caller(TypedDict):
+    caller_num: str
+    caller_name: str
+    exten: str
+
+
+def _caller(m: AmiFields) -> _Caller:
+    """Return the channel's caller ID and the extension it is at in the dialplan."""
+    return {
+        "caller_num": _s(m, "CallerIDNum"),
+        "caller_name": _s(m, "CallerIDName"),
+        "exten": _s(m, "Exten"),
+    }
+
+
 def _created(m: AmiFields, at: datetime) -> ChannelEvent:
     return ChannelCreated(
         at=at,
-        channel=_s(m, "Channel"),
-        uniqueid=_s(m, "Uniqueid"),
-        linkedid=_s(m, "Linkedid") or _s(m, "Uniqueid"),
-        caller_num=_s(m, "CallerIDNum"),
-        caller_name=_s(m, "CallerIDName"),
-        exten=_s(m, "Exten"),
+        **_channel(m),
+        **_caller(m),
     )
 
 
 def _new_state(m: AmiFields, at: datetime) -> ChannelEvent:
     return ChannelStateChanged(
         at=at,
-        channel=_s(m, "Channel"),
-        uniqueid=_s(m, "Uniqueid"),
-        linkedid=_s(m, "Linkedid") or _s(m, "Uniqueid"),
+        **_channel(m),
         state=_s(m, "ChannelStateDesc"),
     )
 
@@ -83,12 +111,8 @@ def _dial_begin(m: AmiFields, at: datetime) -> ChannelEvent:
     # An AMI Originate dials with no calling channel: only the Dest* fields are present.
     return DialBegan(
         at=at,
-        channel=_s(m, "Channel"),
-        uniqueid=_s(m, "Uniqueid"),
-        linkedid=_s(m, "Linkedid") or _s(m, "Uniqueid"),
-        caller_num=_s(m, "CallerIDNum"),
-        caller_name=_s(m, "CallerIDName"),
-        exten=_s(m, "Exten"),
+        **_channel(m),
+        **_caller(m),
         dest_channel=_s(m, "DestChannel"),
         dest_uniqueid=_s(m, "DestUniqueid"),
         dial_string=_s(m, "DialString"),
@@ -109,9 +133,7 @@ def _dial_end(m: AmiFields, at: datetime) -> ChannelEvent:
 def _hangup(m: AmiFields, at: datetime) -> ChannelEvent:
     return ChannelHungUp(
         at=at,
-        channel=_s(m, "Channel"),
-        uniqueid=_s(m, "Uniqueid"),
-        linkedid=_s(m, "Linkedid") or _s(m, "Uniqueid"),
+        **_channel(m),
         cause=_s(m, "Cause"),
     )
 
@@ -157,12 +179,8 @@ def channel_seen(message: AmiFields, at: datetime) -> ChannelSeen | None:
         return None
     return ChannelSeen(
         at=at,
-        channel=_s(message, "Channel"),
-        uniqueid=_s(message, "Uniqueid"),
-        linkedid=_s(message, "Linkedid") or _s(message, "Uniqueid"),
-        caller_num=_s(message, "CallerIDNum"),
-        caller_name=_s(message, "CallerIDName"),
-        exten=_s(message, "Exten"),
+        **_channel(message),
+        **_caller(message),
         state=_s(message, "ChannelStateDesc"),
         duration=_duration(_s(message, "Duration")),
         connected_num=_connected(message),

@@ -22,8 +22,9 @@ from decimal import Decimal
 
 import structlog
 
+from pbxguard.app.offence_watch import OffenceWatch
 from pbxguard.app.ports import CallLogPort, Clock, OffenceListing
-from pbxguard.domain.effects import Effect, RecordOffence
+from pbxguard.domain.effects import Effect
 from pbxguard.domain.entries import OffenceFilter
 from pbxguard.domain.policy import Policy, Telesales
 from pbxguard.domain.quota import (
@@ -37,7 +38,7 @@ from pbxguard.domain.quota import (
     quota_offence,
 )
 from pbxguard.domain.records import OffenceDraft
-from pbxguard.errors import PbxGuardError, RequestError
+from pbxguard.errors import RequestError
 
 log = structlog.get_logger(__name__)
 
@@ -105,8 +106,10 @@ def quota_for_day(
     return lines
 
 
-class QuotaWatch:
+class QuotaWatch(OffenceWatch):
     """Record a QU-1 offence for each telesales person's day short of its quota."""
+
+    failed_event = "quota check failed; will retry"
 
     def __init__(
         self,
@@ -121,28 +124,12 @@ class QuotaWatch:
         settle: timedelta = SETTLE,
         look_back: int = LOOK_BACK_DAYS,
     ) -> None:
+        super().__init__(emit, policy, clock, interval=interval)
         self._calls = calls
         self._offences = offences
-        self._emit = emit
-        self._policy = policy
-        self._clock = clock
         self._pending = journal_pending
-        self._interval = interval
         self._settle = settle
         self._look_back = look_back
-        self._recorded: set[str] | None = None
-        self._passes = 0
-        self._pass_done = asyncio.Condition()
-
-    @property
-    def passes(self) -> int:
-        """Return how many checks have completed (successfully or not)."""
-        return self._passes
-
-    async def wait_for_passes(self, count: int) -> None:
-        """Return once at least ``count`` checks have completed."""
-        async with self._pass_done:
-            await self._pass_done.wait_for(lambda: self._passes >= count)
 
     async def check_once(self) -> list[OffenceDraft]:
         """Assess the days that are due; emit and return the offences not recorded before."""
@@ -171,13 +158,12 @@ class QuotaWatch:
                 waiting=waiting,
             )
             return []
-        if self._recorded is None:
-            self._recorded = await asyncio.to_thread(self._recorded_keys, policy, telesales)
+        recorded = await self._recorded_keys(lambda: self._quota_keys(policy, telesales))
         drafts: list[OffenceDraft] = []
         for day in due:
             for person in telesales.people:
                 key = quota_key(policy.site, telesales.rule_id, person, day)
-                if key in self._recorded:
+                if key in recorded:
                     continue
                 effective = await asyncio.to_thread(
                     _effective_calls, self._calls, policy, telesales, person, day
@@ -187,7 +173,7 @@ class QuotaWatch:
                 if draft is not None:
                     drafts.append(draft)
                 # Assessed on complete data: a day met is not counted again by later passes.
-                self._recorded.add(key)
+                recorded.add(key)
                 log.info(
                     "telesales quota assessed",
                     person_id=person,
@@ -196,34 +182,18 @@ class QuotaWatch:
                     effective=result.effective,
                     missing=result.missing,
                 )
-        if drafts:
-            self._emit([RecordOffence(draft) for draft in drafts])
+        self._record(drafts)
         return drafts
 
-    def _recorded_keys(self, policy: Policy, telesales: Telesales) -> set[str]:
+    def _quota_keys(self, policy: Policy, telesales: Telesales) -> list[str]:
         since, _ = day_bounds(
             self._clock.now().astimezone(policy.timezone).date()
             - timedelta(days=self._look_back + 1),
             policy.timezone,
         )
-        return {
+        return [
             entry.key
             for entry in self._offences.iter_offences(
                 OffenceFilter(rule=telesales.rule_id, start=since, site=policy.site)
             )
-        }
-
-    async def run(self) -> None:
-        """Check now and then every ``interval`` seconds, for ever (a task of the supervisor)."""
-        while True:
-            try:
-                await self.check_once()
-            except PbxGuardError as exc:
-                log.warning("quota check failed; will retry", error=str(exc))
-            await self._count_pass()
-            await asyncio.sleep(self._interval)
-
-    async def _count_pass(self) -> None:
-        async with self._pass_done:
-            self._passes += 1
-            self._pass_done.notify_all()
+        ]

@@ -14,8 +14,9 @@ from datetime import timedelta
 
 import structlog
 
+from pbxguard.app.offence_watch import OffenceWatch
 from pbxguard.app.ports import Clock, OffenceBookPort, RegisterBookPort
-from pbxguard.domain.effects import Effect, RecordOffence
+from pbxguard.domain.effects import Effect
 from pbxguard.domain.entries import OffenceFilter
 from pbxguard.domain.policy import Policy
 from pbxguard.domain.records import OffenceDraft
@@ -25,7 +26,6 @@ from pbxguard.domain.register import (
     register_offence_draft,
     unrecorded,
 )
-from pbxguard.errors import PbxGuardError
 
 log = structlog.get_logger(__name__)
 
@@ -35,8 +35,10 @@ REGISTER_CHECK_SECONDS = 600.0
 LOOK_BACK = timedelta(days=62)
 
 
-class RegisterWatch:
+class RegisterWatch(OffenceWatch):
     """Record an LD-7 offence for each register entry left unfilled past the deadline."""
+
+    failed_event = "register check failed; will retry"
 
     def __init__(
         self,
@@ -48,25 +50,9 @@ class RegisterWatch:
         *,
         interval: float = REGISTER_CHECK_SECONDS,
     ) -> None:
+        super().__init__(emit, policy, clock, interval=interval)
         self._register = register
         self._offences = offences
-        self._emit = emit
-        self._policy = policy
-        self._clock = clock
-        self._interval = interval
-        self._recorded: set[str] | None = None
-        self._passes = 0
-        self._pass_done = asyncio.Condition()
-
-    @property
-    def passes(self) -> int:
-        """Return how many checks have completed (successfully or not)."""
-        return self._passes
-
-    async def wait_for_passes(self, count: int) -> None:
-        """Return once at least ``count`` checks have completed."""
-        async with self._pass_done:
-            await self._pass_done.wait_for(lambda: self._passes >= count)
 
     async def check_once(self) -> list[OffenceDraft]:
         """Look for overdue entries now; emit and return the offences not recorded before."""
@@ -76,13 +62,9 @@ class RegisterWatch:
             return []
         now = self._clock.now()
         fill_within = timedelta(hours=policy.register_fill_hours)
-        if self._recorded is None:
-            earlier = await asyncio.to_thread(
-                lambda: [
-                    e.key for e in self._offences.iter_offences(OffenceFilter(rule=REGISTER_RULE))
-                ]
-            )
-            self._recorded = set(earlier)
+        recorded = await self._recorded_keys(
+            lambda: [e.key for e in self._offences.iter_offences(OffenceFilter(rule=REGISTER_RULE))]
+        )
         entries = await asyncio.to_thread(
             self._register.unfilled, now - fill_within, since=now - fill_within - LOOK_BACK
         )
@@ -90,11 +72,10 @@ class RegisterWatch:
             register_offence_draft(entry, policy, fill_within=fill_within)
             for entry in overdue_entries(entries, now=now, fill_within=fill_within)
         ]
-        new = unrecorded(drafts, self._recorded)
-        if new:
-            self._emit([RecordOffence(draft) for draft in new])
+        new = unrecorded(drafts, recorded)
+        self._record(new)
         for draft in new:
-            self._recorded.add(draft.key)
+            recorded.add(draft.key)
             log.info(
                 "register entry overdue",
                 rule=REGISTER_RULE,
@@ -103,18 +84,3 @@ class RegisterWatch:
                 key=draft.key,
             )
         return new
-
-    async def run(self) -> None:
-        """Check now and then every ``interval`` seconds, for ever (a task of the supervisor)."""
-        while True:
-            try:
-                await self.check_once()
-            except PbxGuardError as exc:
-                log.warning("register check failed; will retry", error=str(exc))
-            await self._count_pass()
-            await asyncio.sleep(self._interval)
-
-    async def _count_pass(self) -> None:
-        async with self._pass_done:
-            self._passes += 1
-            self._pass_done.notify_all()

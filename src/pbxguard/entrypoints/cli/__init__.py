@@ -8,9 +8,11 @@ allow; the message says which), 130 interrupted.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib import import_module
 
 from pbxguard.adapters.logs import configure_logging
 from pbxguard.entrypoints.cli.parser import build_parser
@@ -20,66 +22,38 @@ EXIT_USAGE = 2
 EXIT_CONFIG = 3
 
 
-def _dispatch(args: object) -> int:
-    # Imported per command: `check` must start quickly, without the ledger's database stack.
+#: command -> (module, function). A command's module is imported only when it runs: `check`
+#: must start quickly, without the ledger's database stack.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("pbxguard.entrypoints.cli.init", "cmd_init"),
+    "run": ("pbxguard.entrypoints.cli.run", "cmd_run"),
+    "check": ("pbxguard.entrypoints.cli.check", "cmd_check"),
+    "policy": ("pbxguard.entrypoints.cli.check", "cmd_policy_validate"),
+    "ledger": ("pbxguard.entrypoints.cli.ledger", "cmd_ledger"),
+    "approve": ("pbxguard.entrypoints.cli.approvals", "cmd_approve"),
+    "code": ("pbxguard.entrypoints.cli.approvals", "cmd_code"),
+    "lock": ("pbxguard.entrypoints.cli.locks", "cmd_lock"),
+    "register": ("pbxguard.entrypoints.cli.register", "cmd_register"),
+    "rota": ("pbxguard.entrypoints.cli.rota", "cmd_rota"),
+    "console": ("pbxguard.entrypoints.cli.console", "cmd_console"),
+    "user": ("pbxguard.entrypoints.cli.console", "cmd_user"),
+    "dnd": ("pbxguard.entrypoints.cli.dnd", "cmd_dnd"),
+    "quota": ("pbxguard.entrypoints.cli.quota", "cmd_quota"),
+    "replay": ("pbxguard.entrypoints.cli.replay", "cmd_replay"),
+}
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     command = getattr(args, "command", None)
-    if command == "check":
-        from pbxguard.entrypoints.cli.check import cmd_check  # noqa: PLC0415
-
-        return cmd_check(args)  # type: ignore[arg-type]
-    if command == "policy":
-        from pbxguard.entrypoints.cli.check import cmd_policy_validate  # noqa: PLC0415
-
-        return cmd_policy_validate(args)  # type: ignore[arg-type]
-    if command == "rota":
-        from pbxguard.entrypoints.cli.rota import cmd_rota  # noqa: PLC0415
-
-        return cmd_rota(args)  # type: ignore[arg-type]
-    if command == "ledger":
-        from pbxguard.entrypoints.cli.ledger import cmd_ledger  # noqa: PLC0415
-
-        return cmd_ledger(args)  # type: ignore[arg-type]
-    if command in ("approve", "code"):
-        from pbxguard.entrypoints.cli.approvals import cmd_approve, cmd_code  # noqa: PLC0415
-
-        return (cmd_approve if command == "approve" else cmd_code)(args)  # type: ignore[arg-type]
-    if command == "lock":
-        from pbxguard.entrypoints.cli.locks import cmd_lock  # noqa: PLC0415
-
-        return cmd_lock(args)  # type: ignore[arg-type]
-    if command == "register":
-        from pbxguard.entrypoints.cli.register import cmd_register  # noqa: PLC0415
-
-        return cmd_register(args)  # type: ignore[arg-type]
-    if command == "init":
-        from pbxguard.entrypoints.cli.init import cmd_init  # noqa: PLC0415
-
-        return cmd_init(args)  # type: ignore[arg-type]
-    if command in ("console", "user"):
-        from pbxguard.entrypoints.cli.console import cmd_console, cmd_user  # noqa: PLC0415
-
-        return (cmd_console if command == "console" else cmd_user)(args)  # type: ignore[arg-type]
-    if command == "dnd":
-        from pbxguard.entrypoints.cli.dnd import cmd_dnd  # noqa: PLC0415
-
-        return cmd_dnd(args)  # type: ignore[arg-type]
-    if command == "quota":
-        from pbxguard.entrypoints.cli.quota import cmd_quota  # noqa: PLC0415
-
-        return cmd_quota(args)  # type: ignore[arg-type]
-    if command == "replay":
-        from pbxguard.entrypoints.cli.replay import cmd_replay  # noqa: PLC0415
-
-        return cmd_replay(args)  # type: ignore[arg-type]
-    if command == "run":
-        from pbxguard.entrypoints.cli.run import cmd_run  # noqa: PLC0415
-
-        return cmd_run(args)  # type: ignore[arg-type]
     if command == "demo":
-        from pbxguard.entrypoints.demo import demo  # noqa: PLC0415
+        from pbxguard.entrypoints.demo import demo  # noqa: PLC0415 - imported when it runs
 
-        return asyncio.run(demo(args))  # type: ignore[arg-type]
-    return EXIT_USAGE
+        return asyncio.run(demo(args))
+    if command not in COMMANDS:
+        return EXIT_USAGE
+    module, function = COMMANDS[command]
+    run: Callable[[argparse.Namespace], int] = getattr(import_module(module), function)
+    return run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

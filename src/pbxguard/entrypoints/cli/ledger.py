@@ -8,7 +8,6 @@ import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from pbxguard.adapters.countries import country_book
@@ -20,7 +19,7 @@ from pbxguard.app.ledger import offence_filter
 from pbxguard.domain.entries import AdjustmentKind, OffenceEntry
 from pbxguard.domain.periods import month_of
 from pbxguard.entrypoints.cli.context import CliContext
-from pbxguard.entrypoints.cli.output import binary_output, text_output
+from pbxguard.entrypoints.cli.output import export_report
 from pbxguard.entrypoints.render import (
     COST_COLUMNS,
     OFFENCE_COLUMNS,
@@ -32,9 +31,6 @@ from pbxguard.entrypoints.render import (
     offence_row,
     render_table,
     rows_of,
-    write_csv,
-    write_json,
-    write_xlsx,
 )
 from pbxguard.errors import RequestError
 
@@ -80,29 +76,16 @@ def _list(context: CliContext, args: argparse.Namespace) -> int:
             if args.month and database is not None
             else None
         )
-        if args.format == "xlsx":
-            path = Path(args.output or f"ledger-{args.month or 'all'}.xlsx")
-            with binary_output(path) as out:
-                count = write_xlsx(
-                    rows,
-                    OFFENCE_EXPORT_COLUMNS,
-                    out,
-                    title=f"罚款台账 Fine ledger · {args.month or '全部 all'} · {policy.site}",
-                    sheet_name=f"罚款台账 {args.month or ''}".strip(),
-                    footer=anchor,
-                )
-            print(f"已写入 written: {path} ({count} 条 offences)")
-            return 0
-        if args.format in ("csv", "json"):
-            with text_output(args.output) as out:
-                if args.format == "csv":
-                    count = write_csv(
-                        rows, OFFENCE_EXPORT_COLUMNS, out, bom=args.output is not None
-                    )
-                else:
-                    count = write_json(rows, out)
-            if args.output:
-                print(f"已写入 written: {args.output} ({count} 条 offences)")
+        if export_report(
+            rows,
+            OFFENCE_EXPORT_COLUMNS,
+            args,
+            name=f"ledger-{args.month or 'all'}",
+            title=f"罚款台账 Fine ledger · {args.month or '全部 all'} · {policy.site}",
+            sheet_name=f"罚款台账 {args.month or ''}".strip(),
+            unit="条 offences",
+            footer=anchor,
+        ):
             return 0
         listed = list(rows)
     if not listed:
@@ -237,27 +220,16 @@ def _costs(context: CliContext, args: argparse.Namespace) -> int:
         )
     rows = [cost_row(line, countries) for line in lines]
     where = f" · {args.site}" if args.site else ""
-    if args.format == "xlsx":
-        path = Path(args.output or f"costs-{month}.xlsx")
-        with binary_output(path) as out:
-            count = write_xlsx(
-                rows,
-                COST_COLUMNS,
-                out,
-                title=f"话费统计 Call costs · {month}{where} · {policy.site}",
-                sheet_name=f"话费统计 {month}",
-                cells=cost_cells(),
-            )
-        print(f"已写入 written: {path} ({count} 行 lines)")
-        return 0
-    if args.format in ("csv", "json"):
-        with text_output(args.output) as out:
-            if args.format == "csv":
-                count = write_csv(rows, COST_COLUMNS, out, bom=args.output is not None)
-            else:
-                count = write_json(rows, out)
-        if args.output:
-            print(f"已写入 written: {args.output} ({count} 行 lines)")
+    if export_report(
+        rows,
+        COST_COLUMNS,
+        args,
+        name=f"costs-{month}",
+        title=f"话费统计 Call costs · {month}{where} · {policy.site}",
+        sheet_name=f"话费统计 {month}",
+        unit="行 lines",
+        cells=cost_cells(),
+    ):
         return 0
     if not rows:
         print(f"{month} 没有外线呼叫 — no outbound calls in {month}.")

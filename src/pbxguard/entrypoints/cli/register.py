@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 from pbxguard.adapters.ledger import RegisterBook
 from pbxguard.adapters.ledger.audit import chain_heads
@@ -13,7 +12,7 @@ from pbxguard.app.register import fill_entry, iter_month_entries
 from pbxguard.domain.entries import RegisterEntry
 from pbxguard.domain.periods import month_of
 from pbxguard.entrypoints.cli.context import CliContext
-from pbxguard.entrypoints.cli.output import binary_output, text_output
+from pbxguard.entrypoints.cli.output import export_report
 from pbxguard.entrypoints.render import (
     REGISTER_COLUMNS,
     anchor_line,
@@ -21,9 +20,6 @@ from pbxguard.entrypoints.render import (
     register_row,
     render_table,
     rows_of,
-    write_csv,
-    write_json,
-    write_xlsx,
 )
 
 
@@ -49,28 +45,17 @@ def _report(context: CliContext, args: argparse.Namespace) -> int:
             iter_month_entries(RegisterBook(database), policy, month) if database else iter(())
         )
         rows = rows_of(entries, lambda e: register_row(e, zone, now=now, fill_within=fill_within))
-        if args.format == "xlsx":
-            path = Path(args.output or f"register-{month}.xlsx")
-            with binary_output(path) as out:
-                count = write_xlsx(
-                    rows,
-                    REGISTER_COLUMNS,
-                    out,
-                    title=f"长话登记表 Long-distance register · {month} · {policy.site}",
-                    sheet_name=f"长话登记表 {month}",
-                    cells=register_cells(zone),
-                    footer=anchor,
-                )
-            print(f"已写入 written: {path} ({count} 条 entries)")
-            return 0
-        if args.format in ("csv", "json"):
-            with text_output(args.output) as out:
-                if args.format == "csv":
-                    count = write_csv(rows, REGISTER_COLUMNS, out, bom=args.output is not None)
-                else:
-                    count = write_json(rows, out)
-            if args.output:
-                print(f"已写入 written: {args.output} ({count} 条 entries)")
+        if export_report(
+            rows,
+            REGISTER_COLUMNS,
+            args,
+            name=f"register-{month}",
+            title=f"长话登记表 Long-distance register · {month} · {policy.site}",
+            sheet_name=f"长话登记表 {month}",
+            unit="条 entries",
+            cells=register_cells(zone),
+            footer=anchor,
+        ):
             return 0
         listed = list(rows)
     if not listed:

@@ -13,21 +13,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
-from pbxguard.app import administration, appeals, approval_requests, overview, reports, review
+from pbxguard.app import approval_requests, overview, reports, review
 from pbxguard.app.access import NewUser, SignIn, offence_for, require, sign_in
-from pbxguard.app.approvals import GrantRequest
 from pbxguard.app.ledger import ledger_page, offence_filter, visible_calls
 from pbxguard.app.rota import day_of_duty
 from pbxguard.domain.access import Permission
-from pbxguard.domain.calendars import Weekday
 from pbxguard.domain.entries import AdjustmentKind
 from pbxguard.domain.register import FillState
-from pbxguard.domain.rota import WeeklyShift
 from pbxguard.entrypoints.render import offence_row
 from pbxguard.entrypoints.web import views
 from pbxguard.entrypoints.web.app import Caller, caller_of, check_csrf, cookie_secure, web_of
+from pbxguard.entrypoints.web.changes import ConsoleChanges, site_time
 from pbxguard.entrypoints.web.pages import export_response, parse_hours
 from pbxguard.entrypoints.web.sessions import COOKIE
 from pbxguard.errors import NotPermitted
@@ -131,6 +128,14 @@ def writer(
 
 Reader = Annotated[Caller, Depends(reader)]
 Writer = Annotated[Caller, Depends(writer)]
+
+
+def changes(request: Request, caller: Writer) -> ConsoleChanges:
+    """What the caller may change (401 without a session, 403 without its token)."""
+    return ConsoleChanges(web_of(request).console, caller)
+
+
+Changes = Annotated[ConsoleChanges, Depends(changes)]
 
 
 def _me(caller: Caller) -> dict[str, Any]:
@@ -309,38 +314,17 @@ def get_offence(request: Request, caller: Reader, offence_id: Id) -> dict[str, A
 
 
 @router.post("/offences/{offence_id}/appeal")
-def appeal_offence(
-    request: Request, caller: Writer, offence_id: Id, body: AppealBody
-) -> dict[str, Any]:
+def appeal_offence(changes: Changes, offence_id: Id, body: AppealBody) -> dict[str, Any]:
     """Lodge an appeal against one's own offence."""
-    console = web_of(request).console
-    entry = appeals.lodge_appeal(
-        console.offences,
-        console.trail,
-        caller.viewer,
-        offence_id,
-        reason=body.reason,
-        now=console.clock.now(),
-    )
-    return views.offence(entry, console.policy().timezone)
+    entry = changes.lodge_appeal(offence_id, reason=body.reason)
+    return views.offence(entry, changes.policy.timezone)
 
 
 @router.post("/offences/{offence_id}/decision")
-def decide_offence(
-    request: Request, caller: Writer, offence_id: Id, body: DecisionBody
-) -> dict[str, Any]:
+def decide_offence(changes: Changes, offence_id: Id, body: DecisionBody) -> dict[str, Any]:
     """Waive an offence, or allow or dismiss its appeal."""
-    console = web_of(request).console
-    entry = appeals.decide(
-        console.offences,
-        console.trail,
-        caller.viewer,
-        offence_id,
-        AdjustmentKind(body.kind),
-        reason=body.reason,
-        now=console.clock.now(),
-    )
-    return views.offence(entry, console.policy().timezone)
+    entry = changes.decide(offence_id, AdjustmentKind(body.kind), reason=body.reason)
+    return views.offence(entry, changes.policy.timezone)
 
 
 # -- approvals --------------------------------------------------------------------------------
@@ -361,56 +345,31 @@ def list_approvals(
 
 
 @router.post("/approvals")
-async def grant_approval_api(request: Request, caller: Writer, body: GrantBody) -> dict[str, Any]:
+async def grant_approval_api(changes: Changes, body: GrantBody) -> dict[str, Any]:
     """Grant an approval to a person of the caller's department."""
-    console = web_of(request).console
-    policy = console.policy()
-    grant = GrantRequest(
-        person_id=body.person,
-        approver_id=caller.viewer.person_id,
-        valid_from=_aware(body.valid_from, policy.timezone),
-        valid_until=_aware(body.valid_until, policy.timezone),
-        number_class=body.number_class,
-        prefix=body.prefix,
-        calls=body.calls,
-        reason=body.reason,
-    )
-    approval = await run_in_threadpool(
-        approval_requests.grant_directly,
-        console.approvals,
-        console.trail,
-        policy,
-        caller.viewer,
-        grant,
-        now=console.clock.now(),
-    )
-    await console.approvals_changed()
-    return views.approval(approval, policy, console.clock.now())
+    approval = await changes.grant_approval(body.person, _ask(changes, body))
+    return views.approval(approval, changes.policy, changes.now())
 
 
 @router.post("/approvals/{approval_id}/revoke")
 async def revoke_approval_api(
-    request: Request, caller: Writer, approval_id: Key, body: RefuseBody
+    changes: Changes, approval_id: Key, body: RefuseBody
 ) -> dict[str, Any]:
     """Revoke an approval."""
-    console = web_of(request).console
-    policy = console.policy()
-    approval = await run_in_threadpool(
-        approval_requests.revoke,
-        console.approvals,
-        console.trail,
-        policy,
-        caller.viewer,
-        approval_id,
+    approval = await changes.revoke_approval(approval_id, reason=body.reason)
+    return views.approval(approval, changes.policy, changes.now())
+
+
+def _ask(changes: ConsoleChanges, body: AskBody) -> approval_requests.Ask:
+    zone = changes.policy.timezone
+    return approval_requests.Ask(
+        valid_from=site_time(body.valid_from, zone),
+        valid_until=site_time(body.valid_until, zone),
         reason=body.reason,
-        now=console.clock.now(),
+        number_class=body.number_class,
+        prefix=body.prefix,
+        calls=body.calls,
     )
-    await console.approvals_changed()
-    return views.approval(approval, policy, console.clock.now())
-
-
-def _aware(value: datetime, zone: Any) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=zone)
 
 
 @router.get("/approval-requests")
@@ -424,64 +383,24 @@ def list_requests(request: Request, caller: Reader, pending: bool = False) -> di
 
 
 @router.post("/approval-requests")
-def ask_approval(request: Request, caller: Writer, body: AskBody) -> dict[str, Any]:
+def ask_approval(changes: Changes, body: AskBody) -> dict[str, Any]:
     """Ask one's department head for prior approval (staff)."""
-    console = web_of(request).console
-    policy = console.policy()
-    made = approval_requests.request_approval(
-        console.requests,
-        console.trail,
-        policy,
-        caller.viewer,
-        approval_requests.Ask(
-            valid_from=_aware(body.valid_from, policy.timezone),
-            valid_until=_aware(body.valid_until, policy.timezone),
-            reason=body.reason,
-            number_class=body.number_class,
-            prefix=body.prefix,
-            calls=body.calls,
-        ),
-        now=console.clock.now(),
-    )
-    return views.request(made, policy)
+    made = changes.ask_approval(_ask(changes, body))
+    return views.request(made, changes.policy)
 
 
 @router.post("/approval-requests/{request_id}/grant")
-async def grant_request_api(request: Request, caller: Writer, request_id: Key) -> dict[str, Any]:
+async def grant_request_api(changes: Changes, request_id: Key) -> dict[str, Any]:
     """Grant a pending request."""
-    console = web_of(request).console
-    policy = console.policy()
-    answered, _ = await run_in_threadpool(
-        approval_requests.grant_request,
-        console.requests,
-        console.approvals,
-        console.trail,
-        policy,
-        caller.viewer,
-        request_id=request_id,
-        now=console.clock.now(),
-    )
-    await console.approvals_changed()
-    return views.request(answered, policy)
+    answered = await changes.grant_request(request_id)
+    return views.request(answered, changes.policy)
 
 
 @router.post("/approval-requests/{request_id}/refuse")
-def refuse_request_api(
-    request: Request, caller: Writer, request_id: Key, body: RefuseBody
-) -> dict[str, Any]:
+def refuse_request_api(changes: Changes, request_id: Key, body: RefuseBody) -> dict[str, Any]:
     """Refuse a pending request."""
-    console = web_of(request).console
-    policy = console.policy()
-    answered = approval_requests.refuse_request(
-        console.requests,
-        console.trail,
-        policy,
-        caller.viewer,
-        request_id,
-        reason=body.reason,
-        now=console.clock.now(),
-    )
-    return views.request(answered, policy)
+    answered = changes.refuse_request(request_id, reason=body.reason)
+    return views.request(answered, changes.policy)
 
 
 # -- the register and sign-offs ---------------------------------------------------------------
@@ -503,42 +422,19 @@ def get_register(request: Request, caller: Reader, month: Month = None) -> dict[
 
 
 @router.post("/register/{entry_id}/fill")
-def fill_register(request: Request, caller: Writer, entry_id: Id, body: FillBody) -> dict[str, Any]:
+def fill_register(changes: Changes, entry_id: Id, body: FillBody) -> dict[str, Any]:
     """Fill in a register entry (one's own; a head's department's)."""
-    console = web_of(request).console
-    policy = console.policy()
-    entry = review.fill_own_entry(
-        console.register,
-        console.trail,
-        policy,
-        caller.viewer,
-        entry_id,
-        subject=body.subject,
-        outcome=body.outcome,
-        callee_name=body.callee_name,
-        now=console.clock.now(),
+    entry = changes.fill_register(
+        entry_id, subject=body.subject, outcome=body.outcome, callee_name=body.callee_name
     )
-    return views.register_entry(entry, FillState.FILLED, policy.timezone)
+    return views.register_entry(entry, FillState.FILLED, changes.policy.timezone)
 
 
 @router.post("/sign-offs")
-def sign_off(request: Request, caller: Writer, body: SignBody) -> dict[str, Any]:
+def sign_off(changes: Changes, body: SignBody) -> dict[str, Any]:
     """Sign a month's register or charges report (the general manager)."""
-    console = web_of(request).console
-    policy = console.policy()
-    signed = review.sign_month(
-        console.signoffs,
-        console.register,
-        console.offences,
-        console.trail,
-        policy=policy,
-        viewer=caller.viewer,
-        month=body.month,
-        report=body.report,
-        note=body.note,
-        now=console.clock.now(),
-    )
-    return views.sign_off(signed, policy.timezone)
+    signed = changes.sign_month(body.month, report=body.report, note=body.note)
+    return views.sign_off(signed, changes.policy.timezone)
 
 
 # -- reports ----------------------------------------------------------------------------------
@@ -601,31 +497,19 @@ def get_rota(
 
 
 @router.post("/rota/shifts")
-def add_shift(request: Request, caller: Writer, body: ShiftBody) -> dict[str, Any]:
+def add_shift(changes: Changes, body: ShiftBody) -> dict[str, Any]:
     """Add a weekly shift to the rota file (administrators)."""
-    return _change_shift(request, caller, body, add=True)
+    return _change_shift(changes, body, add=True)
 
 
 @router.post("/rota/shifts/remove")
-def remove_shift(request: Request, caller: Writer, body: ShiftBody) -> dict[str, Any]:
+def remove_shift(changes: Changes, body: ShiftBody) -> dict[str, Any]:
     """Remove a weekly shift from the rota file (administrators)."""
-    return _change_shift(request, caller, body, add=False)
+    return _change_shift(changes, body, add=False)
 
 
-def _change_shift(
-    request: Request, caller: Caller, body: ShiftBody, *, add: bool
-) -> dict[str, Any]:
-    console = web_of(request).console
-    shift = WeeklyShift(body.line, body.person, Weekday(body.weekday - 1), parse_hours(body.hours))
-    administration.edit_rota(
-        console.rota_store(),
-        console.trail,
-        console.policy(),
-        caller.viewer,
-        shift,
-        add=add,
-        now=console.clock.now(),
-    )
+def _change_shift(changes: ConsoleChanges, body: ShiftBody, *, add: bool) -> dict[str, Any]:
+    changes.edit_rota(body.line, body.person, body.weekday, parse_hours(body.hours), add=add)
     return {"line": body.line, "person": body.person, "added": add}
 
 
@@ -642,86 +526,38 @@ def list_users(request: Request, caller: Reader) -> dict[str, Any]:
 
 
 @router.post("/users")
-def create_user(request: Request, caller: Writer, body: UserBody) -> dict[str, Any]:
+def create_user(changes: Changes, body: UserBody) -> dict[str, Any]:
     """Create an account (administrators)."""
-    console = web_of(request).console
-    policy = console.policy()
-    user = administration.create_account(
-        console.users,
-        console.passwords,
-        console.trail,
-        policy,
-        caller.viewer,
-        new=NewUser(body.username, body.password, body.role, body.person_id, body.display_name),
-        now=console.clock.now(),
-    )
-    return views.user(user, policy.timezone)
+    new = NewUser(body.username, body.password, body.role, body.person_id, body.display_name)
+    return views.user(changes.create_account(new), changes.policy.timezone)
 
 
 @router.post("/users/{username}/disable")
-def disable_user(request: Request, caller: Writer, username: Key) -> dict[str, Any]:
+def disable_user(changes: Changes, username: Key) -> dict[str, Any]:
     """Disable an account (administrators)."""
-    console = web_of(request).console
-    user = administration.set_account_disabled(
-        console.users,
-        console.trail,
-        caller.viewer,
-        username,
-        disabled=True,
-        now=console.clock.now(),
-    )
-    return views.user(user, console.policy().timezone)
+    user = changes.set_account_disabled(username, disabled=True)
+    return views.user(user, changes.policy.timezone)
 
 
 @router.post("/users/{username}/enable")
-def enable_user(request: Request, caller: Writer, username: Key) -> dict[str, Any]:
+def enable_user(changes: Changes, username: Key) -> dict[str, Any]:
     """Enable an account again (administrators)."""
-    console = web_of(request).console
-    user = administration.set_account_disabled(
-        console.users,
-        console.trail,
-        caller.viewer,
-        username,
-        disabled=False,
-        now=console.clock.now(),
-    )
-    return views.user(user, console.policy().timezone)
+    user = changes.set_account_disabled(username, disabled=False)
+    return views.user(user, changes.policy.timezone)
 
 
 @router.post("/users/{username}/password")
-def set_password(
-    request: Request, caller: Writer, username: Key, body: PasswordBody
-) -> dict[str, Any]:
+def set_password(changes: Changes, username: Key, body: PasswordBody) -> dict[str, Any]:
     """Set an account's password (administrators)."""
-    console = web_of(request).console
-    user = administration.reset_password(
-        console.users,
-        console.passwords,
-        console.trail,
-        caller.viewer,
-        username,
-        password=body.password,
-        now=console.clock.now(),
-    )
-    return views.user(user, console.policy().timezone)
+    user = changes.reset_password(username, password=body.password)
+    return views.user(user, changes.policy.timezone)
 
 
 @router.post("/users/{username}/role")
-def set_role(request: Request, caller: Writer, username: Key, body: RoleBody) -> dict[str, Any]:
+def set_role(changes: Changes, username: Key, body: RoleBody) -> dict[str, Any]:
     """Give an account another role (administrators)."""
-    console = web_of(request).console
-    policy = console.policy()
-    user = administration.assign_role(
-        console.users,
-        console.trail,
-        policy,
-        caller.viewer,
-        username,
-        role=body.role,
-        person_id=body.person_id,
-        now=console.clock.now(),
-    )
-    return views.user(user, policy.timezone)
+    user = changes.assign_role(username, role=body.role, person_id=body.person_id)
+    return views.user(user, changes.policy.timezone)
 
 
 @router.get("/policy")
@@ -746,12 +582,9 @@ def set_aside_entries(request: Request, caller: Reader) -> dict[str, Any]:
 
 
 @router.post("/set-aside/replay")
-def replay(request: Request, caller: Writer) -> dict[str, Any]:
+def replay(changes: Changes) -> dict[str, Any]:
     """Try the set-aside entries again (administrators)."""
-    console = web_of(request).console
-    written, kept = administration.replay_set_aside(
-        console.set_aside, console.trail, caller.viewer, now=console.clock.now()
-    )
+    written, kept = changes.replay_set_aside()
     return {"written": written, "still_failing": kept}
 
 

@@ -13,18 +13,16 @@ from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from pbxguard.app import administration, appeals, approval_requests, overview, reports, review
+from pbxguard.app import approval_requests, overview, reports, review
 from pbxguard.app.access import NewUser, SignIn, require, sign_in
-from pbxguard.app.approvals import GrantRequest
 from pbxguard.app.ledger import export_offences, ledger_page, offence_filter, visible_calls
 from pbxguard.app.rota import day_of_duty
 from pbxguard.domain.access import ConsoleRole, Permission, Scope, SignedReport
 from pbxguard.domain.approvals import APPROVABLE_CLASSES
-from pbxguard.domain.calendars import TimeWindow, Weekday
+from pbxguard.domain.calendars import TimeWindow
 from pbxguard.domain.entries import AdjustmentKind
 from pbxguard.domain.records import Outcome
 from pbxguard.domain.register import FillState
-from pbxguard.domain.rota import WeeklyShift
 from pbxguard.entrypoints.render import offence_row, rows_of
 from pbxguard.entrypoints.web import charts, exports, views
 from pbxguard.entrypoints.web.app import (
@@ -37,6 +35,7 @@ from pbxguard.entrypoints.web.app import (
     render,
     web_of,
 )
+from pbxguard.entrypoints.web.changes import ConsoleChanges, changes_of, site_time
 from pbxguard.entrypoints.web.sessions import COOKIE, LOGIN_COOKIE, same
 from pbxguard.errors import NotPermitted, RequestError
 
@@ -63,13 +62,12 @@ def _back(path: str) -> RedirectResponse:
     return RedirectResponse(path, status_code=303)
 
 
-def _when(request: Request, text: str, what: str) -> datetime:
-    zone = web_of(request).console.policy().timezone
+def _when(changes: ConsoleChanges, text: str, what: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError as error:
         raise RequestError(f"{what} 不是时间 — {what} {text!r} is not a date and time") from error
-    return value if value.tzinfo is not None else value.replace(tzinfo=zone)
+    return site_time(value, changes.policy.timezone)
 
 
 # -- signing in -------------------------------------------------------------------------------
@@ -330,17 +328,7 @@ def offence_appeal(
     reason: Text,
     csrf: Csrf = "",
 ) -> Response:
-    caller = caller_of(request)
-    check_csrf(caller, csrf)
-    console = web_of(request).console
-    appeals.lodge_appeal(
-        console.offences,
-        console.trail,
-        caller.viewer,
-        offence_id,
-        reason=reason,
-        now=console.clock.now(),
-    )
+    changes_of(request, csrf).lodge_appeal(offence_id, reason=reason)
     return _back(f"/ledger/{offence_id}")
 
 
@@ -352,18 +340,7 @@ def offence_decision(
     reason: Text,
     csrf: Csrf = "",
 ) -> Response:
-    caller = caller_of(request)
-    check_csrf(caller, csrf)
-    console = web_of(request).console
-    appeals.decide(
-        console.offences,
-        console.trail,
-        caller.viewer,
-        offence_id,
-        AdjustmentKind(kind),
-        reason=reason,
-        now=console.clock.now(),
-    )
+    changes_of(request, csrf).decide(offence_id, AdjustmentKind(kind), reason=reason)
     return _back(f"/ledger/{offence_id}")
 
 
@@ -414,6 +391,25 @@ def _calls(text: str) -> int | None:
         raise RequestError(f"次数须为数字 — calls {text!r} is not a number") from error
 
 
+def _ask(
+    changes: ConsoleChanges,
+    valid_from: str,
+    valid_until: str,
+    reason: str,
+    number_class: str,
+    prefix: str,
+    calls: str,
+) -> approval_requests.Ask:
+    return approval_requests.Ask(
+        valid_from=_when(changes, valid_from, "from"),
+        valid_until=_when(changes, valid_until, "until"),
+        reason=reason,
+        number_class=number_class or None,
+        prefix=prefix or None,
+        calls=_calls(calls),
+    )
+
+
 @router.post("/approvals/requests")
 def approval_request(
     request: Request,
@@ -425,24 +421,9 @@ def approval_request(
     calls: OptionalText = "",
     csrf: Csrf = "",
 ) -> Response:
-    caller = caller_of(request)
-    check_csrf(caller, csrf)
-    console = web_of(request).console
-    approval_requests.request_approval(
-        console.requests,
-        console.trail,
-        console.policy(),
-        caller.viewer,
-        approval_requests.Ask(
-            valid_from=_when(request, valid_from, "from"),
-            valid_until=_when(request, valid_until, "until"),
-            reason=reason,
-            number_class=number_class or None,
-            prefix=prefix or None,
-            calls=_calls(calls),
-        ),
-        now=console.clock.now(),
-    )
+    changes = changes_of(request, csrf)
+    ask = _ask(changes, valid_from, valid_until, reason, number_class, prefix, calls)
+    changes.ask_approval(ask)
     return _back("/approvals")
 
 
@@ -450,22 +431,10 @@ def approval_request(
 async def approval_request_grant(
     request: Request,
     request_id: Annotated[str, Path(max_length=32)],
-    csrf: Annotated[str, Form(max_length=200)] = "",
+    csrf: Csrf = "",
 ) -> Response:
-    caller = await run_in_threadpool(caller_of, request)
-    check_csrf(caller, csrf)
-    console = web_of(request).console
-    await run_in_threadpool(
-        approval_requests.grant_request,
-        console.requests,
-        console.approvals,
-        console.trail,
-        console.policy(),
-        caller.viewer,
-        request_id=request_id,
-        now=console.clock.now(),
-    )
-    await console.approvals_changed()
+    changes = await run_in_threadpool(changes_of, request, csrf)
+    await changes.grant_request(request_id)
     return _back("/approvals")
 
 
@@ -476,18 +445,7 @@ def approval_request_refuse(
     reason: Text,
     csrf: Csrf = "",
 ) -> Response:
-    caller = caller_of(request)
-    check_csrf(caller, csrf)
-    console = web_of(request).console
-    approval_requests.refuse_request(
-        console.requests,
-        console.trail,
-        console.policy(),
-        caller.viewer,
-        request_id,
-        reason=reason,
-        now=console.clock.now(),
-    )
+    changes_of(request, csrf).refuse_request(request_id, reason=reason)
     return _back("/approvals")
 
 
@@ -501,31 +459,11 @@ async def approval_grant(
     number_class: OptionalText = "",
     prefix: OptionalText = "",
     calls: OptionalText = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
+    csrf: Csrf = "",
 ) -> Response:
-    caller = await run_in_threadpool(caller_of, request)
-    check_csrf(caller, csrf)
-    console = web_of(request).console
-    grant = GrantRequest(
-        person_id=person,
-        approver_id=caller.viewer.person_id,
-        valid_from=_when(request, valid_from, "from"),
-        valid_until=_when(request, valid_until, "until"),
-        number_class=number_class or None,
-        prefix=prefix or None,
-        calls=_calls(calls),
-        reason=reason,
-    )
-    await run_in_threadpool(
-        approval_requests.grant_directly,
-        console.approvals,
-        console.trail,
-        console.policy(),
-        caller.viewer,
-        grant,
-        now=console.clock.now(),
-    )
-    await console.approvals_changed()
+    changes = await run_in_threadpool(changes_of, request, csrf)
+    ask = _ask(changes, valid_from, valid_until, reason, number_class, prefix, calls)
+    await changes.grant_approval(person, ask)
     return _back("/approvals")
 
 
@@ -533,23 +471,11 @@ async def approval_grant(
 async def approval_revoke(
     request: Request,
     approval_id: Annotated[str, Path(max_length=32)],
-    reason: Annotated[str, Form(max_length=500)],
-    csrf: Annotated[str, Form(max_length=200)] = "",
+    reason: Text,
+    csrf: Csrf = "",
 ) -> Response:
-    caller = await run_in_threadpool(caller_of, request)
-    check_csrf(caller, csrf)
-    console = web_of(request).console
-    await run_in_threadpool(
-        approval_requests.revoke,
-        console.approvals,
-        console.trail,
-        console.policy(),
-        caller.viewer,
-        approval_id,
-        reason=reason,
-        now=console.clock.now(),
-    )
-    await console.approvals_changed()
+    changes = await run_in_threadpool(changes_of, request, csrf)
+    await changes.revoke_approval(approval_id, reason=reason)
     return _back("/approvals")
 
 
@@ -593,19 +519,8 @@ def register_fill(
     month: Annotated[str, Form(max_length=7)] = "",
     csrf: Csrf = "",
 ) -> Response:
-    caller = caller_of(request)
-    check_csrf(caller, csrf)
-    console = web_of(request).console
-    review.fill_own_entry(
-        console.register,
-        console.trail,
-        console.policy(),
-        caller.viewer,
-        entry_id,
-        subject=subject,
-        outcome=outcome,
-        callee_name=callee_name,
-        now=console.clock.now(),
+    changes_of(request, csrf).fill_register(
+        entry_id, subject=subject, outcome=outcome, callee_name=callee_name
     )
     return _back(f"/register?month={month}" if month else "/register")
 
@@ -618,21 +533,7 @@ def register_sign(
     note: OptionalText = "",
     csrf: Csrf = "",
 ) -> Response:
-    caller = caller_of(request)
-    check_csrf(caller, csrf)
-    console = web_of(request).console
-    review.sign_month(
-        console.signoffs,
-        console.register,
-        console.offences,
-        console.trail,
-        policy=console.policy(),
-        viewer=caller.viewer,
-        month=month,
-        report=report,
-        note=note,
-        now=console.clock.now(),
-    )
+    changes_of(request, csrf).sign_month(month, report=report, note=note)
     return _back(f"/register?month={month}")
 
 
@@ -728,19 +629,8 @@ def rota_change(
     hours: Annotated[str, Form(max_length=16)],
     csrf: Csrf = "",
 ) -> Response:
-    caller = caller_of(request)
-    check_csrf(caller, csrf)
-    console = web_of(request).console
-    shift = WeeklyShift(line, person, Weekday(weekday - 1), parse_hours(hours))
-    administration.edit_rota(
-        console.rota_store(),
-        console.trail,
-        console.policy(),
-        caller.viewer,
-        shift,
-        add=action == "add",
-        now=console.clock.now(),
-    )
+    changes = changes_of(request, csrf)
+    changes.edit_rota(line, person, weekday, parse_hours(hours), add=action == "add")
     return _back("/rota")
 
 
@@ -782,18 +672,8 @@ def admin_add_user(
     display_name: Annotated[str, Form(max_length=64)] = "",
     csrf: Csrf = "",
 ) -> Response:
-    caller = caller_of(request)
-    check_csrf(caller, csrf)
-    console = web_of(request).console
-    administration.create_account(
-        console.users,
-        console.passwords,
-        console.trail,
-        console.policy(),
-        caller.viewer,
-        new=NewUser(username, password, role, person_id, display_name),
-        now=console.clock.now(),
-    )
+    changes = changes_of(request, csrf)
+    changes.create_account(NewUser(username, password, role, person_id, display_name))
     return _back("/admin")
 
 
@@ -807,49 +687,17 @@ def admin_user_action(
     person_id: Annotated[str, Form(max_length=64)] = "",
     csrf: Csrf = "",
 ) -> Response:
-    caller = caller_of(request)
-    check_csrf(caller, csrf)
-    console = web_of(request).console
-    now = console.clock.now()
+    changes = changes_of(request, csrf)
     if action in ("disable", "enable"):
-        administration.set_account_disabled(
-            console.users,
-            console.trail,
-            caller.viewer,
-            username,
-            disabled=action == "disable",
-            now=now,
-        )
+        changes.set_account_disabled(username, disabled=action == "disable")
     elif action == "password":
-        administration.reset_password(
-            console.users,
-            console.passwords,
-            console.trail,
-            caller.viewer,
-            username,
-            password=password,
-            now=now,
-        )
+        changes.reset_password(username, password=password)
     else:
-        administration.assign_role(
-            console.users,
-            console.trail,
-            console.policy(),
-            caller.viewer,
-            username,
-            role=role,
-            person_id=person_id,
-            now=now,
-        )
+        changes.assign_role(username, role=role, person_id=person_id)
     return _back("/admin")
 
 
 @router.post("/admin/set-aside/replay")
 def admin_replay(request: Request, csrf: Csrf = "") -> Response:
-    caller = caller_of(request)
-    check_csrf(caller, csrf)
-    console = web_of(request).console
-    administration.replay_set_aside(
-        console.set_aside, console.trail, caller.viewer, now=console.clock.now()
-    )
+    changes_of(request, csrf).replay_set_aside()
     return _back("/admin")
