@@ -103,6 +103,18 @@ def test_chinese_name_survives_any_split_of_its_event(cuts: list[int]) -> None:
     assert message.get("CallerIDName") == "张伟"
 
 
+@pytest.mark.parametrize("name", ["张伟", "İpek Ünal", "ǅ"])
+def test_lookups_after_a_value_that_lower_casing_changes(name: str) -> None:
+    """A value whose folded form is longer ("İ" becomes two characters) must not shift the
+    fields after it; a Chinese name, which folds to itself, takes the text search."""
+    fields = [("Event", "Newchannel"), ("CallerIDName", name), ("Channel", "PJSIP/2001-1")]
+    (parsed,) = parse_in_pieces(encode_message(fields), expect_banner=False)
+    assert isinstance(parsed, AmiMessage)
+    assert parsed.get("CallerIDName") == name
+    assert parsed.get("channel") == "PJSIP/2001-1"
+    assert parsed.get("EVENT") == "Newchannel"
+
+
 @pytest.mark.parametrize("name", ["staff-international-answered", "burst-mixed-calls"])
 def test_bare_lf_stream_equals_crlf_stream(name: str) -> None:
     lf_only = CAPTURES[name].replace(b"\r\n", b"\n")

@@ -143,15 +143,20 @@ class AmiMessage:
     def get(self, key: str, default: str | None = None) -> str | None:
         """Return the value of the first field named ``key`` (any case), or ``default``."""
         text = self._text
-        if text is not None and text.isascii():
+        if text is not None:
             # A parsed message is searched as text (a few C-level finds) rather than split
-            # into every line for the handful of keys a consumer reads. Lower-casing ASCII
-            # keeps every offset, so a match in the folded copy locates the original value.
+            # into every line for the handful of keys a consumer reads. A match in the folded
+            # copy locates the original value when lower-casing kept every offset: always for
+            # ASCII, and for other text (a Chinese caller name) when no character grew, which
+            # a length unchanged proves (lower-casing never shortens a character).
             lower = self._lower_text
             if lower is None:
                 lower = text.lower()
+                if len(lower) != len(text):
+                    lower = ""
                 _set(self, "_lower_text", lower)
-            return _find_value(text, lower, key.lower(), default)
+            if lower or not text:
+                return _find_value(text, lower, key.lower(), default)
         index = self._index
         if index is None:
             # Reversed so that the first of repeated keys wins.
