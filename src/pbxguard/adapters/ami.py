@@ -42,6 +42,7 @@ from typing import Final
 import structlog
 from pydantic import SecretStr
 
+from pbxguard.adapters.backoff import backoff_delay
 from pbxguard.errors import (
     AmiActionError,
     AmiActionTimeout,
@@ -378,10 +379,8 @@ class AmiClient:
         )
 
     def _backoff(self, failures: int) -> float:
-        ceiling = min(self._timing.backoff_max, self._timing.backoff_min * 2.0**failures)
-        # Equal jitter: never less than half the ceiling, so a refusing PBX is not hammered,
-        # and spread so that several guards do not reconnect in step.
-        return self._rng.uniform(ceiling / 2.0, ceiling)
+        timing = self._timing
+        return backoff_delay(timing.backoff_min, timing.backoff_max, failures, self._rng)
 
     async def _request(
         self,

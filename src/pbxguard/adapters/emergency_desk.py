@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from pbxguard import __version__
+from pbxguard.adapters.backoff import backoff_delay
 from pbxguard.domain.emergency import EmergencyNotice
 
 log = structlog.get_logger(__name__)
@@ -89,9 +90,9 @@ class Retry:
 
     def delay(self, attempt: int) -> float:
         """Return the pause after failed attempt number ``attempt`` (1, 2 …), with jitter."""
-        ceiling = min(self.backoff_min * 2 ** (attempt - 1), self.backoff_max)
         # Jitter only spreads retries out; nothing here needs an unpredictable number.
-        return random.uniform(self.backoff_min / 2, max(ceiling, self.backoff_min))  # noqa: S311
+        rng = random.Random()  # noqa: S311
+        return backoff_delay(self.backoff_min, self.backoff_max, attempt - 1, rng)
 
 
 @dataclass(slots=True)

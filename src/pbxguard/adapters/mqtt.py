@@ -50,7 +50,6 @@ import datetime as dt
 import enum
 import json
 import os
-import random
 import shutil
 import uuid
 from collections import deque
@@ -62,6 +61,7 @@ from typing import Final, Literal, Protocol, get_args
 import aiomqtt
 import structlog
 
+from pbxguard.adapters.backoff import Backoff
 from pbxguard.errors import ConfigError, PublisherError
 
 log = structlog.get_logger(__name__)
@@ -391,24 +391,6 @@ class _Spool:
         self._lines += len(head)
 
 
-class _Backoff:
-    """Exponential backoff with full jitter, so many sites do not reconnect in step."""
-
-    def __init__(self, minimum: float, maximum: float) -> None:
-        self._minimum = minimum
-        self._maximum = maximum
-        self._ceiling = minimum
-
-    def reset(self) -> None:
-        self._ceiling = self._minimum
-
-    def next_delay(self) -> float:
-        # Jitter only spreads reconnections out; nothing here needs an unpredictable number.
-        delay = random.uniform(self._minimum, self._ceiling)  # noqa: S311
-        self._ceiling = min(self._ceiling * 2, self._maximum)
-        return delay
-
-
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     cause = exc.__cause__
@@ -604,7 +586,7 @@ class BrokerLink:
             raise PublisherError("the broker link is already running")
         self._running = True
         self._stopped.clear()
-        backoff = _Backoff(self._settings.backoff_min, self._settings.backoff_max)
+        backoff = Backoff(self._settings.backoff_min, self._settings.backoff_max)
         client: aiomqtt.Client | None = None
         try:
             while not self._close_requested.is_set():
@@ -687,7 +669,7 @@ class BrokerLink:
             status["at"] = self._clock()
         return encode_payload(status)
 
-    async def _session(self, client: aiomqtt.Client, backoff: _Backoff) -> None:
+    async def _session(self, client: aiomqtt.Client, backoff: Backoff) -> None:
         async with client:
             self._sessions += 1
             watcher = asyncio.create_task(self._watch(client), name="mqtt-connection-watch")
@@ -719,7 +701,7 @@ class BrokerLink:
         async for _message in client.messages:
             pass
 
-    async def _deliver(self, client: aiomqtt.Client, backoff: _Backoff) -> None:
+    async def _deliver(self, client: aiomqtt.Client, backoff: Backoff) -> None:
         online = self._status_payload("online", reason=None, stamped=True)
         await client.publish(
             self._status_topic,

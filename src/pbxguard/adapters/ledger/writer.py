@@ -39,6 +39,7 @@ from typing import Any
 
 import structlog
 
+from pbxguard.adapters.backoff import Backoff
 from pbxguard.adapters.codec import from_data, to_data
 from pbxguard.adapters.journal import Cursor, Journal, JournalEntry
 from pbxguard.adapters.ledger.approvals import record_uses
@@ -218,7 +219,7 @@ class LedgerWriter:
 
     def _run(self) -> None:
         cursor: Cursor | None = None
-        delay = self._retry_initial
+        backoff = Backoff(self._retry_initial, self._retry_max, self._rng)
         began = -self._linger  # when the last transaction began
         while self._draining():
             entries, next_cursor = self._journal.read(cursor, self._batch_size)
@@ -239,12 +240,11 @@ class LedgerWriter:
             try:
                 self._write(entries)
             except LedgerUnavailable as error:
-                self._unavailable(error, delay)
-                delay = min(delay * 2, self._retry_max)
+                self._unavailable(error, backoff.next_delay())
                 if self._stop.is_set():
                     break
                 continue
-            delay = self._retry_initial
+            backoff.reset()
             self._journal.checkpoint(next_cursor)
             cursor = next_cursor
             with self._idle:
@@ -256,7 +256,7 @@ class LedgerWriter:
             status.retrying_since = datetime.now(UTC)
             _log.warning("ledger_unavailable", pending=self._journal.pending, error=str(error))
         status.last_error = str(error)
-        self._stop.wait(self._rng.uniform(delay / 2, delay))
+        self._stop.wait(delay)
 
     def _ready(self) -> None:
         if self._prepare is None:
