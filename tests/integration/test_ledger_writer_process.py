@@ -67,6 +67,9 @@ def test_every_fact_is_stored_once_in_order_and_the_priced_offences_come_back(
             facts.append([decision(n), offence(n)])
         facts.append([offence(3)])  # the same offence again (a resync, a restart)
         assert writer.wait_idle(START)
+        # It runs only on a CPU the guard does not want.
+        assert writer.pid is not None
+        assert os.sched_getscheduler(writer.pid) == os.SCHED_IDLE
     finally:
         assert writer.stop(drain=5)
     assert writer.pid is None

@@ -291,6 +291,7 @@ def child_main(connection: Connection, config: WriterConfig) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(config.log_level)
+    _yield_the_cpus()
     database = LedgerDatabase.open(config.url, site=config.site, busy_timeout=config.busy_timeout)
     writer = _ChildWriter(connection, Journal(config.directory), database, config)
     threading.Thread(target=writer.listen, name="guard-pipe", daemon=True).start()
@@ -298,6 +299,19 @@ def child_main(connection: Connection, config: WriterConfig) -> None:
         writer.run(config.start_at)
     finally:
         database.close()
+
+
+def _yield_the_cpus() -> None:
+    """Run only on a CPU nothing else wants (Linux ``SCHED_IDLE``).
+
+    The writer is never in a hurry: the journal holds every fact until it gets there. The guard
+    answering a PBX is: on two cores, a batch's few milliseconds of SQL and hashing at normal
+    priority delay the event loop's wake-ups (docs/decisions/0019). A normal task that wakes
+    preempts an idle-policy one at once; an idle one still gets a small share when the machine
+    is saturated, and catches up as soon as it is not.
+    """
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: as is
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def _snapshot(status: WriterStatus) -> _Status:
