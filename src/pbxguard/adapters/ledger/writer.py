@@ -12,7 +12,9 @@ full batch waits, a transaction begins no sooner than ``linger`` (50 ms) after t
 at a thousand verdicts a second that is twenty transactions of fifty facts rather than a
 transaction for every few facts, each costing a commit, an fsync and a dozen statements of
 the thread's time (which the event loop waits for, the interpreter being shared). Nothing
-waits for the database meanwhile: the facts are in the journal already.
+waits for the database meanwhile: the facts are in the journal already. The daemon runs this
+same loop in a process of its own by default (`pbxguard.adapters.ledger.writer_process`), off
+the event loop's interpreter altogether.
 
 Failures are classified by what they mean (`pbxguard.adapters.ledger.database.classify`):
 

@@ -6,8 +6,9 @@ Theory of operation
 FastAGI: every statement it builds, every row it hashes, is time the loop may wait for. Measured
 on the whole daemon (`bench/bench_daemon_fastagi.py`, docs/decisions/0019), that wait was most
 of the pre-dial verdicts' tail. `ProcessLedgerWriter` runs the same `LedgerWriter` loop in a
-child process (``multiprocessing``'s *spawn* context: a fresh interpreter, nothing inherited but
-one pipe and the standard streams) and keeps, in the guard's process, only what the guard needs:
+child process (``python -m pbxguard.adapters.ledger.writer_process``: a fresh interpreter that
+inherits nothing but one socket pair and the standard streams, and never imports the daemon's
+own main module) and keeps, in the guard's process, only what the guard needs:
 
 * the child reads the journal's files from the checkpoint the guard gives it (it never appends,
   never moves the checkpoint, never deletes a segment), writes batches to the database exactly
@@ -32,22 +33,25 @@ Promises kept:
   second, with an error logged; the journal holds everything meanwhile.
 
 The child polls the journal's files (every ``POLL`` seconds when nothing waits), so the guard
-never spends a system call per fact on waking it.
+never spends a system call per fact on waking it, and it runs under Linux's ``SCHED_IDLE``
+policy (`_yield_the_cpus`): on a machine of two cores, its batches at normal priority still
+delayed the event loop's wake-ups.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import multiprocessing
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +136,7 @@ class ProcessLedgerWriter:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._connection: Connection | None = None
-        self._process: BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._supervisor: threading.Thread | None = None
         self.status = WriterStatus()
         self.restarts = 0
@@ -146,7 +150,7 @@ class ProcessLedgerWriter:
     def pid(self) -> int | None:
         """The writer process's id, while it runs."""
         process = self._process
-        return process.pid if process is not None and process.is_alive() else None
+        return process.pid if process is not None and process.poll() is None else None
 
     def start(self) -> None:
         """Start the writer process and the thread that listens to it."""
@@ -175,7 +179,7 @@ class ProcessLedgerWriter:
                 # Stuck in a statement past the drain: end it; the journal keeps its facts.
                 process = self._process
                 if process is not None:
-                    process.kill()
+                    process.kill()  # the supervisor reaps it
                 supervisor.join(5.0)
             self._supervisor = None
         return self._journal.pending == 0
@@ -188,8 +192,6 @@ class ProcessLedgerWriter:
     # -- the guard's side ---------------------------------------------------------------------
 
     def _launch(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe(duplex=True)
         config = WriterConfig(
             directory=self._journal.directory,
             url=self._url,
@@ -203,11 +205,15 @@ class ProcessLedgerWriter:
             log_level=self._log_level,
             start_at=self._journal.checkpoint_cursor,
         )
-        process = context.Process(
-            target=child_main, args=(theirs, config), name="pbxguard-ledger-writer", daemon=True
-        )
-        process.start()
-        theirs.close()
+        mine, theirs = socket.socketpair()
+        with mine, theirs:
+            process = subprocess.Popen(  # noqa: S603 - this interpreter, this module
+                [sys.executable, "-m", __name__, str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+            )
+            ours = Connection(os.dup(mine.fileno()))
+        ours.send(config)
         with self._lock:
             self._connection, self._process = ours, process
             if self._stopping.is_set():
@@ -226,17 +232,18 @@ class ProcessLedgerWriter:
             assert connection is not None
             assert process is not None
             self._listen(connection)
-            process.join(ORPHAN_GRACE)
-            if process.is_alive():
+            try:
+                process.wait(ORPHAN_GRACE)
+            except subprocess.TimeoutExpired:
                 process.kill()
-                process.join()
+                process.wait()
             connection.close()
             if self._stopping.is_set():
                 return
             self.restarts += 1
             _log.error(
                 "ledger writer process ended; starting it again",
-                exit_code=process.exitcode,
+                exit_code=process.returncode,
                 pending=self._journal.pending,
             )
             if self._stopping.wait(self._restart_delay):
@@ -282,6 +289,14 @@ class ProcessLedgerWriter:
 
 
 # -- the child's side -------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    """The writer process's entry: its end of the socket pair is the descriptor ``argv[1]``."""
+    connection = Connection(int(argv[1]))
+    config: WriterConfig = connection.recv()
+    child_main(connection, config)
+    return 0
 
 
 def child_main(connection: Connection, config: WriterConfig) -> None:
@@ -388,3 +403,7 @@ def _orphaned_exit() -> None:
     main.join(ORPHAN_GRACE)
     if main.is_alive():
         os._exit(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
