@@ -325,8 +325,12 @@ def _yield_the_cpus() -> None:
     preempts an idle-policy one at once; an idle one still gets a small share when the machine
     is saturated, and catches up as soon as it is not.
     """
-    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: as is
+    try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError) as error:  # not Linux, or a seccomp filter says no
+        _log.warning(
+            "ledger writer runs at normal CPU priority (SCHED_IDLE refused)", error=str(error)
+        )
 
 
 def _snapshot(status: WriterStatus) -> _Status:
