@@ -150,19 +150,40 @@ class Daemon:
                 self.process.wait()
         return self.process.returncode
 
+    def children(self) -> list[int]:
+        """The daemon's child processes (its ledger writer process), by process id."""
+        found: list[int] = []
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found.extend(int(pid) for pid in (task / "children").read_text().split())
+        return found
+
     def cpu_seconds(self) -> float:
-        """CPU time the daemon has used so far, every thread, user and system."""
-        return cpu_seconds(self.pid)
+        """CPU time the daemon has used so far, every thread and child process, user and system."""
+        total = cpu_seconds(self.pid)
+        for child in self.children():
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(child)
+        return total
 
     def thread_cpu(self) -> dict[int, tuple[float, float]]:
-        """CPU seconds (user, system) used by each of the daemon's threads, by thread id."""
+        """CPU seconds (user, system) used by each of the daemon's threads, by thread id.
+
+        The threads of its child processes count too (`cpu_split` names them after the
+        process: ``writer process``).
+        """
         found = {}
-        for task in Path(f"/proc/{self.pid}/task").iterdir():
-            try:
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # the thread ended meanwhile
-            found[int(task.name)] = (int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS)
+        for pid in (self.pid, *self.children()):
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    try:
+                        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue  # the thread ended meanwhile
+                    found[int(task.name)] = (
+                        int(fields[11]) / CLOCK_TICKS,
+                        int(fields[12]) / CLOCK_TICKS,
+                    )
         return found
 
     def cpu_split(self, before: dict[int, tuple[float, float]], per: int) -> str:
@@ -200,6 +221,10 @@ class Daemon:
     def thread_names(self) -> dict[int, str]:
         """Python's names of the daemon's threads, by thread id (asks py-spy when installed)."""
         names = {self.pid: "loop"}
+        for child in self.children():
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{child}/task").iterdir():
+                    names[int(task.name)] = "writer process"
         spy = Path(sys.executable).with_name("py-spy")
         if not spy.exists():
             return names

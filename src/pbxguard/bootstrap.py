@@ -12,6 +12,7 @@ reported at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -54,6 +55,7 @@ from pbxguard.adapters.ledger.writer import (
     read_set_aside,
     replay_set_aside,
 )
+from pbxguard.adapters.ledger.writer_process import ProcessLedgerWriter
 from pbxguard.adapters.mqtt import BrokerLink, BrokerSettings
 from pbxguard.adapters.mqtt_notifier import MqttNotifier, NoBroker
 from pbxguard.adapters.passwords import Argon2Passwords
@@ -103,7 +105,7 @@ class Parts:
     clock: Clock
     database: LedgerDatabase
     journal: Journal
-    writer: LedgerWriter
+    writer: LedgerWriter | ProcessLedgerWriter
     guard: Guard
     ami: AmiClient
     agi: FastAgiServer | None
@@ -464,13 +466,12 @@ def build(
     def on_set_aside(message: str) -> None:
         event_loop.call_soon_threadsafe(guard.ledger_trouble, "set-aside", message)
 
-    writer = LedgerWriter(
+    writer = _ledger_writer(
+        settings,
         journal,
         database,
-        batch_size=settings.journal.batch,
-        prepare=None
-        if schema_ready
-        else lambda: bring_up_to_date(database, settings, migrate=True),
+        site=policy.site,
+        schema_ready=schema_ready,
         on_written=on_written,
         on_set_aside=on_set_aside,
     )
@@ -539,6 +540,43 @@ def build(
         spend=spend,
         spend_ready=spent is not None,
         open_cuts_unread=not open_cuts_read,
+    )
+
+
+def _ledger_writer(
+    settings: Settings,
+    journal: Journal,
+    database: LedgerDatabase,
+    *,
+    site: str,
+    schema_ready: bool,
+    on_written: Callable[[list[OffenceEntry]], None],
+    on_set_aside: Callable[[str], None],
+) -> LedgerWriter | ProcessLedgerWriter:
+    """The ledger writer the settings ask for: a process of its own (default) or a thread."""
+    if settings.ledger.writer == "thread":
+        return LedgerWriter(
+            journal,
+            database,
+            batch_size=settings.journal.batch,
+            prepare=None
+            if schema_ready
+            else lambda: bring_up_to_date(database, settings, migrate=True),
+            on_written=on_written,
+            on_set_aside=on_set_aside,
+        )
+    return ProcessLedgerWriter(
+        journal,
+        settings.ledger_url,
+        site=site,
+        busy_timeout=settings.ledger.busy_timeout,
+        batch_size=settings.journal.batch,
+        prepare=None
+        if schema_ready
+        else functools.partial(bring_up_to_date, settings=settings, migrate=True),
+        on_written=on_written,
+        on_set_aside=on_set_aside,
+        log_level=settings.log_level,
     )
 
 

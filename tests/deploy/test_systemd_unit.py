@@ -154,6 +154,16 @@ def test_the_sandbox_directives_are_set(unit: dict[str, dict[str, list[str]]]) -
     assert service["SystemCallFilter"][0] == "@system-service"
 
 
+def test_the_ledger_writer_may_lower_its_own_priority(
+    unit: dict[str, dict[str, list[str]]],
+) -> None:
+    """@resources is denied, but the writer process's SCHED_IDLE needs sched_setscheduler."""
+    filters = unit["Service"]["SystemCallFilter"]
+    assert "~@privileged @resources" in filters
+    assert filters.index("sched_setscheduler") > filters.index("~@privileged @resources")
+    assert unit["Service"]["RestrictRealtime"] == ["yes"]
+
+
 def test_the_user_comes_from_the_sysusers_file(unit: dict[str, dict[str, list[str]]]) -> None:
     assert "DynamicUser" not in unit["Service"]
     [user] = unit["Service"]["User"]

@@ -206,6 +206,11 @@ class Journal:
         return self._checkpoint.seq
 
     @property
+    def checkpoint_cursor(self) -> Cursor:
+        """Where the ledger writer resumes: just after the newest entry in the database."""
+        return self._checkpoint
+
+    @property
     def pending(self) -> int:
         """How many entries wait for the database."""
         return self._last_seq - self._checkpoint.seq

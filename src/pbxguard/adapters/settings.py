@@ -63,6 +63,9 @@ class LedgerSettings(_Section):
     owner_url: SecretStr = SecretStr("")
     writer_role: str = ""
     busy_timeout: float = Field(default=5.0, gt=0, le=60)
+    # Where the ledger writer runs: a process of its own (off the event loop's interpreter, the
+    # default) or a thread of the daemon (docs/decisions/0019).
+    writer: Literal["process", "thread"] = "process"
 
 
 class JournalSettings(_Section):

@@ -1,11 +1,11 @@
 """Run a built pbxguard: one supervising task group, a clean stop, nothing lost on the way.
 
 Start: the FastAGI port is bound *before* the task group starts, so a busy port is one clear
-error, not a traceback of a group; the ledger writer thread starts; the hash chain's newest rows
-are verified (in a worker thread) and a break raises an alert; then the AMI client, the timers,
-the MQTT link, the approvals refresh, the policy watch, the register watch, the telesales
-quota watch, the do-not-disturb list watch, the security desk's webhook and e-mail channels
-and the event loop's stall watch (`pbxguard.adapters.loop_watch`) run as tasks.
+error, not a traceback of a group; the ledger writer starts (a process of its own); the hash
+chain's newest rows are verified (in a worker thread) and a break raises an alert; then the AMI
+client, the timers, the MQTT link, the approvals refresh, the policy watch, the register watch,
+the telesales quota watch, the do-not-disturb list watch, the security desk's webhook and e-mail
+channels and the event loop's stall watch (`pbxguard.adapters.loop_watch`) run as tasks.
 
 Stop (SIGTERM, SIGINT): the FastAGI server closes, the AMI client logs off, the outages under
 way are recorded, the hangups in flight get their replies, then the writer drains the journal

@@ -12,7 +12,9 @@ full batch waits, a transaction begins no sooner than ``linger`` (50 ms) after t
 at a thousand verdicts a second that is twenty transactions of fifty facts rather than a
 transaction for every few facts, each costing a commit, an fsync and a dozen statements of
 the thread's time (which the event loop waits for, the interpreter being shared). Nothing
-waits for the database meanwhile: the facts are in the journal already.
+waits for the database meanwhile: the facts are in the journal already. The daemon runs this
+same loop in a process of its own by default (`pbxguard.adapters.ledger.writer_process`), off
+the event loop's interpreter altogether.
 
 Failures are classified by what they mean (`pbxguard.adapters.ledger.database.classify`):
 
@@ -191,7 +193,7 @@ class LedgerWriter:
     def start(self) -> None:
         """Start the thread."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+            self._thread = threading.Thread(target=self.run, name="ledger-writer", daemon=True)
             self._thread.start()
 
     def stop(self, *, drain: float = 5.0) -> bool:
@@ -200,12 +202,16 @@ class LedgerWriter:
         Returns whether everything was written; what was not stays in the journal for the next
         start.
         """
-        self._drain_until = time.monotonic() + drain
-        self._stop.set()
+        self.request_stop(drain)
         if self._thread is not None:
             self._thread.join(drain + 5.0)
             self._thread = None
         return self._journal.pending == 0
+
+    def request_stop(self, drain: float) -> None:
+        """Ask `run` to end once the journal is written, or ``drain`` seconds from now."""
+        self._drain_until = time.monotonic() + drain
+        self._stop.set()
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until the journal is empty (everything written); False on timeout."""
@@ -217,8 +223,13 @@ class LedgerWriter:
     def _draining(self) -> bool:
         return not self._stop.is_set() or time.monotonic() < self._drain_until
 
-    def _run(self) -> None:
-        cursor: Cursor | None = None
+    def run(self, start_at: Cursor | None = None) -> None:
+        """Drain the journal from ``start_at`` (its checkpoint when None) until stopped.
+
+        What the thread runs; the writer's own process (`pbxguard.adapters.ledger.writer_process`)
+        runs it too, with its own ways to wait and to report a commit.
+        """
+        cursor = start_at
         backoff = Backoff(self._retry_initial, self._retry_max, self._rng)
         began = -self._linger  # when the last transaction began
         while self._draining():
@@ -227,7 +238,7 @@ class LedgerWriter:
                 cursor = next_cursor
                 if self._stop.is_set():
                     break
-                self._journal.wait_for_entries(next_cursor.seq, 0.5)
+                self._wait_for_entries(next_cursor.seq)
                 continue
             pause = self._linger - (time.monotonic() - began)
             if len(entries) < self._batch_size and pause > 0 and not self._stop.is_set():
@@ -238,17 +249,27 @@ class LedgerWriter:
                 continue
             began = time.monotonic()
             try:
-                self._write(entries)
+                new = self._write(entries)
             except LedgerUnavailable as error:
                 self._unavailable(error, backoff.next_delay())
                 if self._stop.is_set():
                     break
                 continue
             backoff.reset()
-            self._journal.checkpoint(next_cursor)
+            self._committed(next_cursor, new)
             cursor = next_cursor
-            with self._idle:
-                self._idle.notify_all()
+
+    def _wait_for_entries(self, after: int) -> None:
+        """Wait (a while) for an entry newer than ``after``."""
+        self._journal.wait_for_entries(after, 0.5)
+
+    def _committed(self, cursor: Cursor, new: list[OffenceEntry]) -> None:
+        """Everything up to ``cursor`` is in the database: move the checkpoint, tell the guard."""
+        self._journal.checkpoint(cursor)
+        if new and self._on_written is not None:
+            self._on_written(new)
+        with self._idle:
+            self._idle.notify_all()
 
     def _unavailable(self, error: LedgerUnavailable, delay: float) -> None:
         status = self.status
@@ -256,7 +277,11 @@ class LedgerWriter:
             status.retrying_since = datetime.now(UTC)
             _log.warning("ledger_unavailable", pending=self._journal.pending, error=str(error))
         status.last_error = str(error)
+        self._status_changed()
         self._stop.wait(delay)
+
+    def _status_changed(self) -> None:
+        """The status says something new between commits (the writer's process reports it)."""
 
     def _ready(self) -> None:
         if self._prepare is None:
@@ -272,8 +297,11 @@ class LedgerWriter:
             raise LedgerUnavailable(str(error)) from error
         self._prepare = None
 
-    def _write(self, entries: Sequence[JournalEntry]) -> None:
-        """Write a batch; set aside (one by one) the facts that can never be written."""
+    def _write(self, entries: Sequence[JournalEntry]) -> list[OffenceEntry]:
+        """Write a batch; set aside (one by one) the facts that can never be written.
+
+        Returns the offences that were new (priced).
+        """
         self._ready()
         started = time.perf_counter()
         facts: list[tuple[JournalEntry, LedgerFact]] = []
@@ -292,8 +320,7 @@ class LedgerWriter:
         status.offences += len(new)
         status.latencies.append(time.perf_counter() - started)
         del status.latencies[:-1000]
-        if new and self._on_written is not None:
-            self._on_written(new)
+        return new
 
     def _write_facts(self, facts: Sequence[tuple[JournalEntry, LedgerFact]]) -> list[OffenceEntry]:
         if not facts:
