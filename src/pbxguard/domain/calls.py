@@ -614,7 +614,7 @@ class CallTracker:
         call.dialled = number
         attempt = _Attempt(trunk, number, decision, began or at, call.linkedid, call.started_at)
         call.attempts[trunk] = attempt
-        ref = CallRef(call.linkedid, call.uniqueid, call.channel)
+        ref = _ref(call)
         self.controls.leg_opened(attempt)
         effects: list[Effect] = [
             RecordDecision(
@@ -631,7 +631,7 @@ class CallTracker:
         effects.extend(
             self._notify_emergency(ref, decision, at, Layer.AMI, caller_name=call.caller_name)
         )
-        effects.extend(self._attempted(call.linkedid, decision, at))
+        effects.extend(self.controls.attempted(call.linkedid, decision, at))
         if decision.allowed:
             effects.extend(self._check_dispatch_use(call, decision, at))
             return effects
@@ -700,7 +700,7 @@ class CallTracker:
                 decision, policy=policy, at=event.at, call=ref, outcome=meaning.offence
             )
             effects.append(RecordOffence(draft))
-        effects.extend(self._attempted(ref.linkedid, decision, event.at))
+        effects.extend(self.controls.attempted(ref.linkedid, decision, event.at))
         if meaning.answer is Verdict.ALLOW:
             self.controls.dial_allowed(ref.linkedid, decision, event.at)
         return effects
@@ -724,10 +724,6 @@ class CallTracker:
             decision, self.policy, call=call, at=at, layer=layer, caller_name=caller_name
         )
         return [NotifyEmergency(notice)]
-
-    def _attempted(self, call_key: str, decision: Decision, at: datetime) -> list[Effect]:
-        """Count a call attempt once (a lock it imposes ends in `next_due`)."""
-        return self.controls.attempted(call_key, decision, at)
 
     # -- hangups ------------------------------------------------------------------------------
 
@@ -867,7 +863,7 @@ class CallTracker:
             decision.classification.number, decision.number_class.value, talk
         )
         summary = CallSummary(
-            call=CallRef(call.linkedid, call.uniqueid, call.channel),
+            call=_ref(call),
             extension=call.extension,
             person_id=decision.person_id,
             person_name=decision.person_name,
