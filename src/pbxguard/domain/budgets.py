@@ -27,7 +27,7 @@ when to look again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -403,8 +403,8 @@ class BudgetBook:
         self._unindex(trunk)
         self._answered.pop(trunk, None)
 
-    def _index(self, live: _Live) -> None:
-        decision = live.leg.decision
+    def _scopes(self, decision: Decision) -> Iterator[tuple[Budget, str]]:
+        """Yield the budgets a call of ``decision`` counts against, each with its bucket's scope."""
         for budget in self.policy.budgets:
             if decision.number_class not in budget.classes:
                 continue
@@ -415,9 +415,13 @@ class BudgetBook:
                 extension=decision.extension,
             )
             if scope is not None:
-                bucket = (budget.name, scope, live.month)
-                live.buckets.append(bucket)
-                self._live_in.setdefault(bucket, _BucketLive()).add(live)
+                yield budget, scope
+
+    def _index(self, live: _Live) -> None:
+        for budget, scope in self._scopes(live.leg.decision):
+            bucket = (budget.name, scope, live.month)
+            live.buckets.append(bucket)
+            self._live_in.setdefault(bucket, _BucketLive()).add(live)
 
     def _unindex(self, trunk: str) -> None:
         live = self._answered.get(trunk)
@@ -486,17 +490,7 @@ class BudgetBook:
         if not self.policy.budgets or number_class is NumberClass.EMERGENCY:
             return None
         month = month_of(now, self.policy)
-        for budget in self.policy.budgets:
-            if number_class not in budget.classes:
-                continue
-            scope = scope_value(
-                budget,
-                person_id=decision.person_id,
-                department=decision.department,
-                extension=decision.extension,
-            )
-            if scope is None:
-                continue
+        for budget, scope in self._scopes(decision):
             group = _Group(budget, scope, month)
             if self._surely_below(group, now):
                 continue

@@ -284,6 +284,9 @@ class CallTracker:
         self._timed: dict[str, _Timed] = {}
         self._timers: list[tuple[datetime, int, str]] = []
         self._timer_seq = itertools.count()
+        # Hangup retries by due time, checked lazily against ``_cuts`` like ``_timers``: the
+        # next one is looked up after every event without going over every open hangup.
+        self._retries: list[tuple[datetime, int, str]] = []
         self._now: datetime | None = None
         self._controls_due: datetime | None = None
         self._controls_stale = True
@@ -316,14 +319,9 @@ class CallTracker:
         call that could reach its budget.
         """
         due = [o.deadline for o in self._occupancies.values() if not o.flagged]
-        due.extend(c.retry_at for c in self._cuts.values() if c.retry_at is not None)
-        timer = self._next_timer()
-        if timer is not None:
-            due.append(timer)
-        controls = self._controls_next_due()
-        if controls is not None:
-            due.append(controls)
-        return min(due) if due else None
+        nexts = (self._next_timer(), self._next_retry(), self._controls_next_due())
+        due.extend(at for at in nexts if at is not None)
+        return min(due, default=None)
 
     def _controls_next_due(self) -> datetime | None:
         # A budget's end is worked out again only when a leg was answered, the spend or the
@@ -344,6 +342,15 @@ class CallTracker:
             if timed is not None and timed.due == at:
                 return at
             heapq.heappop(self._timers)  # stale: the call ended, or the step was done
+        return None
+
+    def _next_retry(self) -> datetime | None:
+        while self._retries:
+            at, _, channel = self._retries[0]
+            cut = self._cuts.get(channel)
+            if cut is not None and cut.retry_at == at:
+                return at
+            heapq.heappop(self._retries)  # stale: the leg is gone, or the retry moved
         return None
 
     # -- the reducer --------------------------------------------------------------------------
@@ -607,7 +614,7 @@ class CallTracker:
         call.dialled = number
         attempt = _Attempt(trunk, number, decision, began or at, call.linkedid, call.started_at)
         call.attempts[trunk] = attempt
-        ref = CallRef(call.linkedid, call.uniqueid, call.channel)
+        ref = _ref(call)
         self.controls.leg_opened(attempt)
         effects: list[Effect] = [
             RecordDecision(
@@ -624,7 +631,7 @@ class CallTracker:
         effects.extend(
             self._notify_emergency(ref, decision, at, Layer.AMI, caller_name=call.caller_name)
         )
-        effects.extend(self._attempted(call.linkedid, decision, at))
+        effects.extend(self.controls.attempted(call.linkedid, decision, at))
         if decision.allowed:
             effects.extend(self._check_dispatch_use(call, decision, at))
             return effects
@@ -693,7 +700,7 @@ class CallTracker:
                 decision, policy=policy, at=event.at, call=ref, outcome=meaning.offence
             )
             effects.append(RecordOffence(draft))
-        effects.extend(self._attempted(ref.linkedid, decision, event.at))
+        effects.extend(self.controls.attempted(ref.linkedid, decision, event.at))
         if meaning.answer is Verdict.ALLOW:
             self.controls.dial_allowed(ref.linkedid, decision, event.at)
         return effects
@@ -718,10 +725,6 @@ class CallTracker:
         )
         return [NotifyEmergency(notice)]
 
-    def _attempted(self, call_key: str, decision: Decision, at: datetime) -> list[Effect]:
-        """Count a call attempt once (a lock it imposes ends in `next_due`)."""
-        return self.controls.attempted(call_key, decision, at)
-
     # -- hangups ------------------------------------------------------------------------------
 
     def _order_cut(self, channel: str, linkedid: str, rule_id: str, at: datetime) -> HangupChannel:
@@ -734,8 +737,7 @@ class CallTracker:
     def _send_cut(self, channel: str, cut: _Cut, at: datetime) -> HangupChannel:
         cut.sent += 1
         cut.sent_event = self._events
-        delay = _RETRY_DELAYS[min(cut.sent - 1, len(_RETRY_DELAYS) - 1)]
-        cut.retry_at = at + timedelta(seconds=delay)
+        self._retry_later(channel, cut, at)
         return HangupChannel(
             channel, HANGUP_CAUSE_CALL_REJECTED, cut.linkedid, cut.rule_id, attempt=cut.sent
         )
@@ -747,9 +749,14 @@ class CallTracker:
         if event.connection_lost:
             cut.retry_at = None  # the resync after the next login sends it again
             return []
-        delay = _RETRY_DELAYS[min(cut.sent - 1, len(_RETRY_DELAYS) - 1)]
-        cut.retry_at = event.at + timedelta(seconds=delay)
+        self._retry_later(event.channel, cut, event.at)
         return []
+
+    def _retry_later(self, channel: str, cut: _Cut, at: datetime) -> None:
+        """Send ``cut`` again after the backoff its hangups so far call for."""
+        delay = _RETRY_DELAYS[min(cut.sent - 1, len(_RETRY_DELAYS) - 1)]
+        cut.retry_at = at + timedelta(seconds=delay)
+        heapq.heappush(self._retries, (cut.retry_at, next(self._timer_seq), channel))
 
     def _connection_lost(self) -> None:
         for cut in self._cuts.values():
@@ -856,7 +863,7 @@ class CallTracker:
             decision.classification.number, decision.number_class.value, talk
         )
         summary = CallSummary(
-            call=CallRef(call.linkedid, call.uniqueid, call.channel),
+            call=_ref(call),
             extension=call.extension,
             person_id=decision.person_id,
             person_name=decision.person_name,

@@ -182,12 +182,11 @@ class LockBook:
 
     def expired(self, now: datetime) -> list[Effect]:
         """Drop the locks whose time is up; return the clearing of their alerts."""
-        if self._next_end is not None and now < self._next_end and not self._changed:
-            return []
+        if not self._changed and (self._next_end is None or now < self._next_end):
+            return []  # no lock added or dropped since the next end was worked out
         ended = [lock for lock in self._locks.values() if lock.until <= now]
         for lock in ended:
             self._drop(lock.id)
-        self._changed = True
         return [lock_cleared(lock, lock.until) for lock in ended]
 
     def next_end(self) -> datetime | None:
