@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
@@ -29,7 +28,7 @@ from pbxguard.adapters.settings import (
 from pbxguard.domain.policy import Mode
 from pbxguard.protocol.ami import AmiMessage
 from tests.support.desk import MailServer, WebhookEndpoint
-from tests.support.guard import guard_against, reference_policy
+from tests.support.guard import guard_against, reference_policy, until
 from tests.support.mosquitto import MosquittoBroker, free_port
 
 pytestmark = pytest.mark.mosquitto
@@ -160,7 +159,7 @@ async def test_desks_that_are_down_are_retried_and_never_touch_the_call(tmp_path
                     for _ in range(3):
                         await webhook.received.get()
                 mail_desk = next(d for d in run.parts.emergency_desks if isinstance(d, MailDesk))
-                await until_true(lambda: mail_desk.counters.given_up == 1, within=15)
+                await until(lambda: mail_desk.counters.given_up == 1, within=15)
                 await run.settle()
                 calls = await run.calls()
     assert webhook.answered == [503, 503, 200]
@@ -210,13 +209,6 @@ async def test_a_broker_that_is_down_delivers_the_notice_when_it_is_back(tmp_pat
     assert json.loads(message.payload)["number"] == "110"
 
 
-async def until_true(predicate: Callable[[], bool], *, within: float) -> None:
-    """Wait for a desk's counter (no event to wait on), looking every 10 ms."""
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - counters offer no event to wait on
-            await asyncio.sleep(0.01)
-
-
 def test_retry_delays_grow_and_stay_bounded() -> None:
     retry = Retry(attempts=8, backoff_min=0.5, backoff_max=4.0)
     for attempt in range(1, 9):
@@ -233,7 +225,7 @@ async def test_a_notice_still_retrying_when_pbxguard_stops_is_logged_as_dropped(
             ["guardroom-emergency-110"], tmp_path, loaded=located(), emergency=slow
         ) as run:
             desk = next(d for d in run.parts.emergency_desks if isinstance(d, WebhookDesk))
-            await until_true(lambda: desk.counters.failed_attempts >= 1, within=15)
+            await until(lambda: desk.counters.failed_attempts >= 1, within=15)
             await run.settle()
     assert run.hangups() == []
     assert desk.counters.delivered == 0

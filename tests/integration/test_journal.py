@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -41,6 +40,7 @@ from pbxguard.domain.records import (
     Outcome,
 )
 from pbxguard.errors import ConfigError, JournalError
+from tests.support.guard import holds_within
 from tests.support.postgres import PostgresCluster, stoppable_postgres  # noqa: F401
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -307,10 +307,7 @@ def test_a_locked_database_delays_facts_and_loses_none(tmp_path: Path, journal: 
     writer.start()
     try:
         FactJournal(journal).append([decision(n) for n in range(5)])
-        deadline = time.monotonic() + 10
-        while writer.status.retrying_since is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert writer.status.retrying_since is not None
+        assert holds_within(lambda: writer.status.retrying_since is not None)
         assert journal.pending == 5
         blocker.execute("COMMIT")
         assert writer.wait_idle(10)
@@ -385,10 +382,7 @@ def test_postgres_stopped_and_started_loses_nothing(
         assert writer.wait_idle(10)
         stoppable_postgres.stop()
         facts.append([decision(n) for n in range(3, 10)] + [offence(1)])
-        deadline = time.monotonic() + 15
-        while writer.status.retrying_since is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert writer.status.retrying_since is not None
+        assert holds_within(lambda: writer.status.retrying_since is not None, within=15)
         assert "unavailable" in writer.status.last_error
         stoppable_postgres.start()
         assert writer.wait_idle(20)

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from pbxguard.domain.entries import OffenceEntry
 from pbxguard.domain.policy import Rule
 from pbxguard.domain.records import OffenceFact
 from tests.integration.test_journal import SHANGHAI, database, decision, offence
+from tests.support.guard import holds_within
 
 # A spawned interpreter imports SQLAlchemy and the ledger before its first write.
 START = 30.0
@@ -127,10 +127,7 @@ def test_a_locked_database_is_retried_and_the_guard_sees_it(
         assert writer.wait_idle(START)
         blocker.execute("BEGIN EXCLUSIVE")
         FactJournal(journal).append([decision(n) for n in range(1, 6)])
-        deadline = time.monotonic() + 10
-        while writer.status.retrying_since is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert writer.status.retrying_since is not None
+        assert holds_within(lambda: writer.status.retrying_since is not None)
         assert writer.status.last_error
         assert journal.pending == 5
         blocker.execute("COMMIT")

@@ -27,6 +27,7 @@ from pbxguard.adapters.mqtt import (
     PublisherLink,
 )
 from pbxguard.errors import ConfigError, PublisherError
+from tests.support.loopback import LoopbackServer
 from tests.support.mosquitto import HOST, MosquittoBroker, free_port
 
 pytestmark = pytest.mark.mosquitto
@@ -237,29 +238,15 @@ class Relay:
         return len(writers)
 
 
-class RefusingBroker:
+class RefusingBroker(LoopbackServer):
     """Answer every MQTT CONNECT with CONNACK "not authorised" (return code 5) and hang up."""
 
     def __init__(self) -> None:
         self.connect_packets: list[bytes] = []
         self._answered = asyncio.Event()
-        self._server: asyncio.Server | None = None
-        self.port = 0
 
-    async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._handle, HOST, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
+    async def _listen(self) -> asyncio.Server:
+        return await asyncio.start_server(self._handle, HOST, 0)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

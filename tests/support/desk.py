@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from email.policy import default
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-HOST = "127.0.0.1"
+from tests.support.loopback import HOST, LoopbackServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,33 +34,19 @@ class Posted:
 
 
 @dataclass
-class WebhookEndpoint:
+class WebhookEndpoint(LoopbackServer):
     """An HTTP/1.1 server that records requests and answers ``statuses`` in turn, then 200."""
 
     statuses: list[int] = field(default_factory=list)
     received: asyncio.Queue[Posted] = field(default_factory=asyncio.Queue)
     answered: list[int] = field(default_factory=list)
-    _server: asyncio.Server | None = None
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        return f"http://{HOST}:{port}/hooks/emergency"
+        return f"http://{HOST}:{self.port}/hooks/emergency"
 
-    async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._handle, HOST, 0)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
+    async def _listen(self) -> asyncio.Server:
+        return await asyncio.start_server(self._handle, HOST, 0)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -98,32 +83,14 @@ class _Collector:
 
 
 @dataclass
-class MailServer:
+class MailServer(LoopbackServer):
     """An SMTP server (aiosmtpd) that keeps what it accepts in ``inbox``."""
 
     inbox: asyncio.Queue[tuple[Envelope, Message]] = field(default_factory=asyncio.Queue)
-    _server: asyncio.Server | None = None
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    async def __aenter__(self) -> Self:
+    async def _listen(self) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         collector = _Collector(self.inbox)
-        self._server = await loop.create_server(
+        return await loop.create_server(
             lambda: SMTP(collector, hostname="desk.test", loop=loop), HOST, 0
         )
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()

@@ -186,3 +186,16 @@ async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
     async with asyncio.timeout(within):
         while not predicate():  # noqa: ASYNC110 - there is no event to wait on
             await asyncio.sleep(0.005)
+
+
+def holds_within(predicate: Callable[[], bool], within: float = 10.0) -> bool:
+    """Block until ``predicate()`` holds, looking again every 10 ms; False after ``within`` s.
+
+    The blocking twin of `until`, for a thread's or a process's state outside an event loop.
+    """
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
