@@ -167,7 +167,6 @@ class Guard:
         spend: Iterable[SpendLine] = (),
         locks: Iterable[Lock] = (),
     ) -> None:
-        self.policy = policy
         self._pbx = pbx
         self._warner = warner
         self._facts = facts
@@ -195,6 +194,11 @@ class Guard:
         # the controls start where the previous run stopped (alerts only queue here).
         self.handle(SpendLoaded(clock.now(), tuple(spend)))
         self.handle(LocksLoaded(clock.now(), tuple(locks)))
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force: the tracker's, which judges the calls."""
+        return self.tracker.policy
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -359,7 +363,6 @@ class Guard:
 
     def set_policy(self, policy: Policy, channels: ChannelPlan) -> None:
         """Switch to a newly loaded policy; calls in progress keep their decisions."""
-        self.policy = policy
         self.handle(PolicyChanged(self._clock.now(), policy, channels))
         self.watch.set_rota(policy.rota or Rota(policy.timezone))
 
