@@ -218,9 +218,7 @@ class Guard:
         if due is not None and due <= event.at:
             self.handle(Tick(event.at))
             due = self.tracker.next_due()
-        if due != self._last_due:
-            self._last_due = due
-            self._timer_wake.set()
+        self._rearm(due)
 
     def on_connection_lost(self) -> None:
         """The AMI session ended: hangups in flight are lost; resend after the next resync."""
@@ -304,20 +302,20 @@ class Guard:
     def verdict_given(self, call: CallRef, decision: Decision, *, at: datetime) -> None:
         """Record a pre-dial verdict (written ahead) so the AMI layer does not judge it again."""
         self.handle(VerdictGiven(at, call, decision))
-        self._rearm()
+        self._rearm(self.tracker.next_due())
 
     def load_spend(self, lines: Iterable[SpendLine], *, foreign: bool) -> None:
         """Replace the spend of this site (or of the other sites) by the ledger's totals."""
         self.handle(SpendLoaded(self._clock.now(), tuple(lines), foreign=foreign))
-        self._rearm()
+        self._rearm(self.tracker.next_due())
 
     def load_locks(self, active: Iterable[Lock], lifted: Iterable[str]) -> None:
         """Take in the locks the ledger has in force and those lifted by an administrator."""
         self.handle(LocksLoaded(self._clock.now(), tuple(active), frozenset(lifted)))
-        self._rearm()
+        self._rearm(self.tracker.next_due())
 
-    def _rearm(self) -> None:
-        due = self.tracker.next_due()
+    def _rearm(self, due: datetime | None) -> None:
+        """Wake the timer task when the tracker's next deadline (``due``) has moved."""
         if due != self._last_due:
             self._last_due = due
             self._timer_wake.set()
