@@ -492,27 +492,33 @@ class Guard:
         return None
 
     def _write_ahead(self, facts: Sequence[LedgerFact]) -> None:
-        self._backlog.extend(facts)
-        now = self._clock.now()
-        if self._backlog_retry is not None and now < self._backlog_retry:
-            return  # the journal failed a moment ago: keep order, try again shortly
-        pending = list(self._backlog)
+        backlog = self._backlog
+        if backlog:
+            # The journal failed before: these facts queue behind the ones still waiting.
+            backlog.extend(facts)
+            retry = self._backlog_retry
+            if retry is not None and self._clock.now() < retry:
+                return  # the journal failed a moment ago: keep order, try again shortly
+            facts = list(backlog)
         try:
-            self._facts.append(pending)
+            self._facts.append(facts)
         except JournalError as error:
+            if not backlog:
+                backlog.extend(facts)
             self.stats.journal_failures += 1
-            self._backlog_retry = now + JOURNAL_RETRY
-            while len(self._backlog) > BACKLOG_LIMIT:
-                dropped = self._backlog.popleft()
+            self._backlog_retry = self._clock.now() + JOURNAL_RETRY
+            while len(backlog) > BACKLOG_LIMIT:
+                dropped = backlog.popleft()
                 log.critical("journal full: a ledger fact was dropped", fact=type(dropped).__name__)
             log.error(
                 "journal write failed; facts kept in memory",
                 error=str(error),
-                waiting=len(self._backlog),
+                waiting=len(backlog),
             )
             return
-        self._backlog.clear()
-        self._backlog_retry = None
+        if backlog:
+            backlog.clear()
+            self._backlog_retry = None
 
     def _start(self, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
