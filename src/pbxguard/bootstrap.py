@@ -199,15 +199,25 @@ def bring_up_to_date(database: LedgerDatabase, settings: Settings, *, migrate: b
     database.require_current()
 
 
-def _journal_open_cuts(journal: Journal) -> tuple[list[OpenCut], set[str]]:
-    """Return hangups ordered in facts not yet in the database, and the offence keys ended."""
-    cuts: list[OpenCut] = []
-    ended: set[str] = set()
+@dataclass(slots=True)
+class _JournalShare:
+    """Facts in the journal that may not be in the database yet (read in one pass)."""
+
+    #: Hangups ordered, and the keys of the offences whose calls' endings were learnt.
+    cuts: list[OpenCut] = field(default_factory=list)
+    ended: set[str] = field(default_factory=set)
+    calls: list[CallSummary] = field(default_factory=list)
+    locks: list[Lock] = field(default_factory=list)
+
+
+def _read_journal(journal: Journal) -> _JournalShare:
+    """Return the hangups, call endings, calls and locks the journal holds."""
+    found = _JournalShare()
     cursor = None
     while True:
         entries, cursor = journal.read(cursor, 5000)
         if not entries:
-            return cuts, ended
+            return found
         for entry in entries:
             try:
                 fact = decode_fact(entry.data)
@@ -215,7 +225,7 @@ def _journal_open_cuts(journal: Journal) -> tuple[list[OpenCut], set[str]]:
                 continue
             if isinstance(fact, OffenceFact) and fact.draft.outcome is Outcome.CUT_ORDERED:
                 call = fact.draft.call
-                cuts.append(
+                found.cuts.append(
                     OpenCut(
                         fact.draft.key,
                         call.linkedid if call else "",
@@ -224,7 +234,11 @@ def _journal_open_cuts(journal: Journal) -> tuple[list[OpenCut], set[str]]:
                     )
                 )
             elif isinstance(fact, OffenceOutcome):
-                ended.add(fact.key)
+                found.ended.add(fact.key)
+            elif isinstance(fact, CallSummary):
+                found.calls.append(fact)
+            elif isinstance(fact, Lock):
+                found.locks.append(fact)
 
 
 def stored_open_cuts(offences: OffenceBook, clock: Clock) -> list[OpenCut]:
@@ -240,7 +254,7 @@ def stored_open_cuts(offences: OffenceBook, clock: Clock) -> list[OpenCut]:
 
 
 def restored_cuts(
-    journal: Journal, offences: OffenceBook, clock: Clock
+    journal: _JournalShare, offences: OffenceBook, clock: Clock
 ) -> tuple[list[OpenCut], bool]:
     """Return the hangups an earlier run ordered whose calls' endings were never learnt.
 
@@ -248,7 +262,7 @@ def restored_cuts(
     database is down), only the journal's are returned and the daemon reads the ledger's once
     it answers (`pbxguard.entrypoints.daemon`).
     """
-    cuts, ended = _journal_open_cuts(journal)
+    cuts = list(journal.cuts)
     read = True
     try:
         cuts.extend(stored_open_cuts(offences, clock))
@@ -258,28 +272,8 @@ def restored_cuts(
             error=str(error),
         )
         read = False
-    unique = {cut.key: cut for cut in cuts if cut.key not in ended}
+    unique = {cut.key: cut for cut in cuts if cut.key not in journal.ended}
     return list(unique.values()), read
-
-
-def _journal_controls(journal: Journal) -> tuple[list[CallSummary], list[Lock]]:
-    """Return the calls and the locks in the journal (some may already be in the database)."""
-    calls: list[CallSummary] = []
-    locks: list[Lock] = []
-    cursor = None
-    while True:
-        entries, cursor = journal.read(cursor, 5000)
-        if not entries:
-            return calls, locks
-        for entry in entries:
-            try:
-                fact = decode_fact(entry.data)
-            except ValueError:
-                continue
-            if isinstance(fact, CallSummary):
-                calls.append(fact)
-            elif isinstance(fact, Lock):
-                locks.append(fact)
 
 
 def restored_locks(
@@ -427,15 +421,15 @@ def build(
     dnd_store = DndStore(settings.dnd_path)
     dnd, dnd_stamp = open_do_not_disturb(dnd_store)
     pbx = _LateBoundPbx()
-    open_cuts, open_cuts_read = restored_cuts(journal, offences, clock)
-    journal_calls, journal_locks = _journal_controls(journal)
+    share = _read_journal(journal)
+    open_cuts, open_cuts_read = restored_cuts(share, offences, clock)
     locks = LockBook(database)
     spend = SpendLedger(
         database,
         site=policy.site,
         timezone=policy.timezone,
         started_at=clock.now(),
-        pending=journal_calls,
+        pending=share.calls,
     )
     spent = starting_spend(spend)
     guard = Guard(
@@ -452,7 +446,7 @@ def build(
         dnd=dnd,
         warner=_LateBoundWarner(pbx),
         spend=spent or (),
-        locks=restored_locks(locks, journal_locks, policy, clock),
+        locks=restored_locks(locks, share.locks, policy, clock),
     )
     event_loop = loop or asyncio.get_event_loop()
 
