@@ -118,14 +118,12 @@ class Parts:
     register_watch: RegisterWatch
     quota_watch: QuotaWatch
     dnd_store: DndStore
+    locks: LockBook
+    spend: SpendLedger
     dnd: NumberFile | None = None
     dnd_stamp: tuple[int, int] | None = None
     emergency_desks: list[QueuedDesk] = field(default_factory=list)
-    schema_ready: bool = False
     open_cuts_unread: bool = False
-    notes: list[str] = field(default_factory=list)
-    locks: LockBook | None = None
-    spend: SpendLedger | None = None
     spend_ready: bool = True
 
 
@@ -529,7 +527,6 @@ def build(
         dnd=dnd,
         dnd_stamp=dnd_stamp,
         emergency_desks=desks,
-        schema_ready=schema_ready,
         locks=locks,
         spend=spend,
         spend_ready=spent is not None,
