@@ -442,7 +442,7 @@ def build(
         open_cuts=open_cuts,
         emergency=emergency,
         dnd=dnd,
-        warner=_LateBoundWarner(pbx),
+        warner=pbx,
         spend=spent or (),
         locks=restored_locks(locks, share.locks, policy, clock),
     )
@@ -572,14 +572,21 @@ def _ledger_writer(
 
 
 class _LateBoundPbx:
-    """Hangs up through the AMI client once it exists (they refer to each other)."""
+    """Hangs up and warns through the AMI client once it exists (they refer to each other)."""
 
     client: AmiClient | None = None
 
-    async def hangup(self, channel: str, cause: int = 21) -> None:
+    def _ready(self) -> AmiClient:
         if self.client is None:
             raise PbxGuardError("AMI client not ready")
-        await self.client.hangup(channel, cause)
+        return self.client
+
+    async def hangup(self, channel: str, cause: int = 21) -> None:
+        await self._ready().hangup(channel, cause)
+
+    async def warn(self, channel: str) -> None:
+        """Warn a caller with a tone on their own channel (AMI ``PlayDTMF``)."""
+        await self._ready().play_tone(channel)
 
 
 # -- the console --------------------------------------------------------------------------------
@@ -740,15 +747,3 @@ def build_console(
     if approvals_changed is not None:
         console.approvals_changed = approvals_changed
     return console
-
-
-class _LateBoundWarner:
-    """Warns a caller with a tone on their own channel (AMI ``PlayDTMF``), once AMI exists."""
-
-    def __init__(self, pbx: _LateBoundPbx) -> None:
-        self._pbx = pbx
-
-    async def warn(self, channel: str) -> None:
-        if self._pbx.client is None:
-            raise PbxGuardError("AMI client not ready")
-        await self._pbx.client.play_tone(channel)
