@@ -6,7 +6,7 @@ in-memory work: translate, fold into the call tracker and the standby watch, and
 they return:
 
 1. every ledger fact of the effect list is appended to the write-ahead journal in one write
-   (no SQL, no fsync on this path; the ledger writer thread takes it from there);
+   (no SQL, no fsync on this path; the ledger writer takes it from there);
 2. then hangups are sent (each as a task: the reply is awaited off the ingest path) and their
    failures go back into the tracker as events, so a hangup that failed is sent again;
 3. alerts and decisions are published (in memory; the MQTT link sends them when it can).
