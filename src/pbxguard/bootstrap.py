@@ -118,14 +118,12 @@ class Parts:
     register_watch: RegisterWatch
     quota_watch: QuotaWatch
     dnd_store: DndStore
+    locks: LockBook
+    spend: SpendLedger
     dnd: NumberFile | None = None
     dnd_stamp: tuple[int, int] | None = None
     emergency_desks: list[QueuedDesk] = field(default_factory=list)
-    schema_ready: bool = False
     open_cuts_unread: bool = False
-    notes: list[str] = field(default_factory=list)
-    locks: LockBook | None = None
-    spend: SpendLedger | None = None
     spend_ready: bool = True
 
 
@@ -199,15 +197,25 @@ def bring_up_to_date(database: LedgerDatabase, settings: Settings, *, migrate: b
     database.require_current()
 
 
-def _journal_open_cuts(journal: Journal) -> tuple[list[OpenCut], set[str]]:
-    """Return hangups ordered in facts not yet in the database, and the offence keys ended."""
-    cuts: list[OpenCut] = []
-    ended: set[str] = set()
+@dataclass(slots=True)
+class _JournalShare:
+    """Facts in the journal that may not be in the database yet (read in one pass)."""
+
+    #: Hangups ordered, and the keys of the offences whose calls' endings were learnt.
+    cuts: list[OpenCut] = field(default_factory=list)
+    ended: set[str] = field(default_factory=set)
+    calls: list[CallSummary] = field(default_factory=list)
+    locks: list[Lock] = field(default_factory=list)
+
+
+def _read_journal(journal: Journal) -> _JournalShare:
+    """Return the hangups, call endings, calls and locks the journal holds."""
+    found = _JournalShare()
     cursor = None
     while True:
         entries, cursor = journal.read(cursor, 5000)
         if not entries:
-            return cuts, ended
+            return found
         for entry in entries:
             try:
                 fact = decode_fact(entry.data)
@@ -215,7 +223,7 @@ def _journal_open_cuts(journal: Journal) -> tuple[list[OpenCut], set[str]]:
                 continue
             if isinstance(fact, OffenceFact) and fact.draft.outcome is Outcome.CUT_ORDERED:
                 call = fact.draft.call
-                cuts.append(
+                found.cuts.append(
                     OpenCut(
                         fact.draft.key,
                         call.linkedid if call else "",
@@ -224,7 +232,11 @@ def _journal_open_cuts(journal: Journal) -> tuple[list[OpenCut], set[str]]:
                     )
                 )
             elif isinstance(fact, OffenceOutcome):
-                ended.add(fact.key)
+                found.ended.add(fact.key)
+            elif isinstance(fact, CallSummary):
+                found.calls.append(fact)
+            elif isinstance(fact, Lock):
+                found.locks.append(fact)
 
 
 def stored_open_cuts(offences: OffenceBook, clock: Clock) -> list[OpenCut]:
@@ -240,7 +252,7 @@ def stored_open_cuts(offences: OffenceBook, clock: Clock) -> list[OpenCut]:
 
 
 def restored_cuts(
-    journal: Journal, offences: OffenceBook, clock: Clock
+    journal: _JournalShare, offences: OffenceBook, clock: Clock
 ) -> tuple[list[OpenCut], bool]:
     """Return the hangups an earlier run ordered whose calls' endings were never learnt.
 
@@ -248,7 +260,7 @@ def restored_cuts(
     database is down), only the journal's are returned and the daemon reads the ledger's once
     it answers (`pbxguard.entrypoints.daemon`).
     """
-    cuts, ended = _journal_open_cuts(journal)
+    cuts = list(journal.cuts)
     read = True
     try:
         cuts.extend(stored_open_cuts(offences, clock))
@@ -258,28 +270,8 @@ def restored_cuts(
             error=str(error),
         )
         read = False
-    unique = {cut.key: cut for cut in cuts if cut.key not in ended}
+    unique = {cut.key: cut for cut in cuts if cut.key not in journal.ended}
     return list(unique.values()), read
-
-
-def _journal_controls(journal: Journal) -> tuple[list[CallSummary], list[Lock]]:
-    """Return the calls and the locks in the journal (some may already be in the database)."""
-    calls: list[CallSummary] = []
-    locks: list[Lock] = []
-    cursor = None
-    while True:
-        entries, cursor = journal.read(cursor, 5000)
-        if not entries:
-            return calls, locks
-        for entry in entries:
-            try:
-                fact = decode_fact(entry.data)
-            except ValueError:
-                continue
-            if isinstance(fact, CallSummary):
-                calls.append(fact)
-            elif isinstance(fact, Lock):
-                locks.append(fact)
 
 
 def restored_locks(
@@ -427,15 +419,15 @@ def build(
     dnd_store = DndStore(settings.dnd_path)
     dnd, dnd_stamp = open_do_not_disturb(dnd_store)
     pbx = _LateBoundPbx()
-    open_cuts, open_cuts_read = restored_cuts(journal, offences, clock)
-    journal_calls, journal_locks = _journal_controls(journal)
+    share = _read_journal(journal)
+    open_cuts, open_cuts_read = restored_cuts(share, offences, clock)
     locks = LockBook(database)
     spend = SpendLedger(
         database,
         site=policy.site,
         timezone=policy.timezone,
         started_at=clock.now(),
-        pending=journal_calls,
+        pending=share.calls,
     )
     spent = starting_spend(spend)
     guard = Guard(
@@ -450,9 +442,9 @@ def build(
         open_cuts=open_cuts,
         emergency=emergency,
         dnd=dnd,
-        warner=_LateBoundWarner(pbx),
+        warner=pbx,
         spend=spent or (),
-        locks=restored_locks(locks, journal_locks, policy, clock),
+        locks=restored_locks(locks, share.locks, policy, clock),
     )
     event_loop = loop or asyncio.get_event_loop()
 
@@ -535,7 +527,6 @@ def build(
         dnd=dnd,
         dnd_stamp=dnd_stamp,
         emergency_desks=desks,
-        schema_ready=schema_ready,
         locks=locks,
         spend=spend,
         spend_ready=spent is not None,
@@ -581,14 +572,21 @@ def _ledger_writer(
 
 
 class _LateBoundPbx:
-    """Hangs up through the AMI client once it exists (they refer to each other)."""
+    """Hangs up and warns through the AMI client once it exists (they refer to each other)."""
 
     client: AmiClient | None = None
 
-    async def hangup(self, channel: str, cause: int = 21) -> None:
+    def _ready(self) -> AmiClient:
         if self.client is None:
             raise PbxGuardError("AMI client not ready")
-        await self.client.hangup(channel, cause)
+        return self.client
+
+    async def hangup(self, channel: str, cause: int = 21) -> None:
+        await self._ready().hangup(channel, cause)
+
+    async def warn(self, channel: str) -> None:
+        """Warn a caller with a tone on their own channel (AMI ``PlayDTMF``)."""
+        await self._ready().play_tone(channel)
 
 
 # -- the console --------------------------------------------------------------------------------
@@ -749,15 +747,3 @@ def build_console(
     if approvals_changed is not None:
         console.approvals_changed = approvals_changed
     return console
-
-
-class _LateBoundWarner:
-    """Warns a caller with a tone on their own channel (AMI ``PlayDTMF``), once AMI exists."""
-
-    def __init__(self, pbx: _LateBoundPbx) -> None:
-        self._pbx = pbx
-
-    async def warn(self, channel: str) -> None:
-        if self._pbx.client is None:
-            raise PbxGuardError("AMI client not ready")
-        await self._pbx.client.play_tone(channel)

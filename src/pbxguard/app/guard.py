@@ -6,7 +6,7 @@ in-memory work: translate, fold into the call tracker and the standby watch, and
 they return:
 
 1. every ledger fact of the effect list is appended to the write-ahead journal in one write
-   (no SQL, no fsync on this path; the ledger writer thread takes it from there);
+   (no SQL, no fsync on this path; the ledger writer takes it from there);
 2. then hangups are sent (each as a task: the reply is awaited off the ingest path) and their
    failures go back into the tracker as events, so a hangup that failed is sent again;
 3. alerts and decisions are published (in memory; the MQTT link sends them when it can).
@@ -167,7 +167,6 @@ class Guard:
         spend: Iterable[SpendLine] = (),
         locks: Iterable[Lock] = (),
     ) -> None:
-        self.policy = policy
         self._pbx = pbx
         self._warner = warner
         self._facts = facts
@@ -196,6 +195,11 @@ class Guard:
         self.handle(SpendLoaded(clock.now(), tuple(spend)))
         self.handle(LocksLoaded(clock.now(), tuple(locks)))
 
+    @property
+    def policy(self) -> Policy:
+        """The policy in force: the tracker's, which judges the calls."""
+        return self.tracker.policy
+
     # -- inputs -------------------------------------------------------------------------------
 
     def on_ami_message(self, message: Any) -> None:
@@ -214,9 +218,7 @@ class Guard:
         if due is not None and due <= event.at:
             self.handle(Tick(event.at))
             due = self.tracker.next_due()
-        if due != self._last_due:
-            self._last_due = due
-            self._timer_wake.set()
+        self._rearm(due)
 
     def on_connection_lost(self) -> None:
         """The AMI session ended: hangups in flight are lost; resend after the next resync."""
@@ -300,20 +302,20 @@ class Guard:
     def verdict_given(self, call: CallRef, decision: Decision, *, at: datetime) -> None:
         """Record a pre-dial verdict (written ahead) so the AMI layer does not judge it again."""
         self.handle(VerdictGiven(at, call, decision))
-        self._rearm()
+        self._rearm(self.tracker.next_due())
 
     def load_spend(self, lines: Iterable[SpendLine], *, foreign: bool) -> None:
         """Replace the spend of this site (or of the other sites) by the ledger's totals."""
         self.handle(SpendLoaded(self._clock.now(), tuple(lines), foreign=foreign))
-        self._rearm()
+        self._rearm(self.tracker.next_due())
 
     def load_locks(self, active: Iterable[Lock], lifted: Iterable[str]) -> None:
         """Take in the locks the ledger has in force and those lifted by an administrator."""
         self.handle(LocksLoaded(self._clock.now(), tuple(active), frozenset(lifted)))
-        self._rearm()
+        self._rearm(self.tracker.next_due())
 
-    def _rearm(self) -> None:
-        due = self.tracker.next_due()
+    def _rearm(self, due: datetime | None) -> None:
+        """Wake the timer task when the tracker's next deadline (``due``) has moved."""
         if due != self._last_due:
             self._last_due = due
             self._timer_wake.set()
@@ -359,7 +361,6 @@ class Guard:
 
     def set_policy(self, policy: Policy, channels: ChannelPlan) -> None:
         """Switch to a newly loaded policy; calls in progress keep their decisions."""
-        self.policy = policy
         self.handle(PolicyChanged(self._clock.now(), policy, channels))
         self.watch.set_rota(policy.rota or Rota(policy.timezone))
 
@@ -491,27 +492,33 @@ class Guard:
         return None
 
     def _write_ahead(self, facts: Sequence[LedgerFact]) -> None:
-        self._backlog.extend(facts)
-        now = self._clock.now()
-        if self._backlog_retry is not None and now < self._backlog_retry:
-            return  # the journal failed a moment ago: keep order, try again shortly
-        pending = list(self._backlog)
+        backlog = self._backlog
+        if backlog:
+            # The journal failed before: these facts queue behind the ones still waiting.
+            backlog.extend(facts)
+            retry = self._backlog_retry
+            if retry is not None and self._clock.now() < retry:
+                return  # the journal failed a moment ago: keep order, try again shortly
+            facts = list(backlog)
         try:
-            self._facts.append(pending)
+            self._facts.append(facts)
         except JournalError as error:
+            if not backlog:
+                backlog.extend(facts)
             self.stats.journal_failures += 1
-            self._backlog_retry = now + JOURNAL_RETRY
-            while len(self._backlog) > BACKLOG_LIMIT:
-                dropped = self._backlog.popleft()
+            self._backlog_retry = self._clock.now() + JOURNAL_RETRY
+            while len(backlog) > BACKLOG_LIMIT:
+                dropped = backlog.popleft()
                 log.critical("journal full: a ledger fact was dropped", fact=type(dropped).__name__)
             log.error(
                 "journal write failed; facts kept in memory",
                 error=str(error),
-                waiting=len(self._backlog),
+                waiting=len(backlog),
             )
             return
-        self._backlog.clear()
-        self._backlog_retry = None
+        if backlog:
+            backlog.clear()
+            self._backlog_retry = None
 
     def _start(self, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)

@@ -260,22 +260,20 @@ class Daemon:
         guard = parts.guard
         now = parts.clock.now()
         try:
-            if parts.locks is not None:
-                held = [lock.id for lock in guard.tracker.controls.locks.locks]
-                lifted = await asyncio.to_thread(parts.locks.lifted, held)
-                active = await asyncio.to_thread(parts.locks.active, now, site=guard.policy.site)
-                guard.load_locks(active, lifted)
-                for lock_id in lifted:
-                    log.info("lock lifted", lock=lock_id)
-            if parts.spend is not None:
-                if not parts.spend_ready:
-                    lines = await asyncio.to_thread(parts.spend.before_start)
-                    guard.load_spend(lines, foreign=False)
-                    parts.spend_ready = True
-                    log.info("month's spend loaded for budgets", lines=len(lines))
-                if any(budget.all_sites for budget in guard.policy.budgets):
-                    foreign = await asyncio.to_thread(parts.spend.other_sites, now)
-                    guard.load_spend(foreign, foreign=True)
+            held = [lock.id for lock in guard.tracker.controls.locks.locks]
+            lifted = await asyncio.to_thread(parts.locks.lifted, held)
+            active = await asyncio.to_thread(parts.locks.active, now, site=guard.policy.site)
+            guard.load_locks(active, lifted)
+            for lock_id in lifted:
+                log.info("lock lifted", lock=lock_id)
+            if not parts.spend_ready:
+                lines = await asyncio.to_thread(parts.spend.before_start)
+                guard.load_spend(lines, foreign=False)
+                parts.spend_ready = True
+                log.info("month's spend loaded for budgets", lines=len(lines))
+            if any(budget.all_sites for budget in guard.policy.budgets):
+                foreign = await asyncio.to_thread(parts.spend.other_sites, now)
+                guard.load_spend(foreign, foreign=True)
         except PbxGuardError as exc:
             log.warning("could not refresh locks and budgets from the ledger", error=str(exc))
 
