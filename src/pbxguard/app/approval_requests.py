@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from pbxguard.app.access import record_change, require, visible_person
@@ -63,6 +63,17 @@ def _window(policy: Policy, valid_from: datetime, valid_until: datetime, now: da
         )
     if valid_until <= now:
         raise RequestError("时间已过 — the window is already over")
+
+
+def _approver(viewer: Viewer) -> str:
+    """Return the viewer's person id, the approver a grant or revocation is recorded under.
+
+    Raises:
+        NotPermitted: the account is not a person of the policy.
+    """
+    if not viewer.person_id:
+        raise NotPermitted("账户未关联人员 — this account is not an approver of the policy")
+    return viewer.person_id
 
 
 def request_approval(
@@ -169,14 +180,12 @@ def grant_request(
     request = request_for(requests, policy, viewer, request_id)
     if request.state is not RequestState.PENDING:
         raise RequestError(f"申请已处理 — request {request_id} was {request.state.value} already")
-    if not viewer.person_id:
-        raise NotPermitted("账户未关联人员 — this account is not an approver of the policy")
     approval = grant_approval(
         approvals,
         policy,
         GrantRequest(
             person_id=request.person_id,
-            approver_id=viewer.person_id,
+            approver_id=_approver(viewer),
             valid_from=request.valid_from,
             valid_until=request.valid_until,
             number_class=request.number_class.value if request.number_class else None,
@@ -260,23 +269,8 @@ def grant_directly(
     require(viewer, Permission.APPROVE)
     if not visible_person(viewer, policy, request.person_id):
         raise NotFound(f"没有此人 — no person {request.person_id!r} in your department")
-    if not viewer.person_id:
-        raise NotPermitted("账户未关联人员 — this account is not an approver of the policy")
     approval = grant_approval(
-        approvals,
-        policy,
-        GrantRequest(
-            person_id=request.person_id,
-            approver_id=viewer.person_id,
-            valid_from=request.valid_from,
-            valid_until=request.valid_until,
-            number_class=request.number_class,
-            prefix=request.prefix,
-            calls=request.calls,
-            reason=request.reason,
-            site=request.site,
-        ),
-        now=now,
+        approvals, policy, replace(request, approver_id=_approver(viewer)), now=now
     )
     record_change(
         trail,
@@ -339,10 +333,8 @@ def revoke(
     """
     require(viewer, Permission.APPROVE)
     approval_for(approvals, policy, viewer, approval_id)
-    if not viewer.person_id:
-        raise NotPermitted("账户未关联人员 — this account is not an approver of the policy")
     revoked, _ = revoke_approval(
-        approvals, policy, approval_id, by=viewer.person_id, reason=reason, now=now
+        approvals, policy, approval_id, by=_approver(viewer), reason=reason, now=now
     )
     record_change(
         trail, viewer, action="approval_revoked", target=approval_id, detail=reason, now=now
