@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from starlette.concurrency import run_in_threadpool
 
 from pbxguard.app import approval_requests, overview, reports, review
-from pbxguard.app.access import NewUser, SignIn, require, sign_in
+from pbxguard.app.access import NewUser, require
 from pbxguard.app.ledger import export_offences, ledger_page, offence_filter, visible_calls
 from pbxguard.app.rota import day_of_duty
 from pbxguard.domain.access import ConsoleRole, Permission, Scope, SignedReport
@@ -33,6 +33,8 @@ from pbxguard.entrypoints.web.app import (
     lang_of,
     new_login_token,
     render,
+    set_session_cookie,
+    start_session,
     web_of,
 )
 from pbxguard.entrypoints.web.changes import ConsoleChanges, changes_of, site_time
@@ -95,8 +97,6 @@ def login(
     password: Annotated[str, Form(max_length=256)],
     csrf: Csrf = "",
 ) -> Response:
-    web = web_of(request)
-    console = web.console
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not csrf or not same(expected, csrf):
         return render(
@@ -105,17 +105,8 @@ def login(
             {"caller": None, "token": expected, "message": "表单已过期 — reload and try again"},
             status=403,
         )
-    client = request.client.host if request.client else "unknown"
-    now = console.clock.now()
     try:
-        user = sign_in(
-            console.users,
-            console.passwords,
-            console.throttle,
-            console.trail,
-            SignIn(username.strip(), password, client),
-            now=now,
-        )
+        _, token, _ = start_session(request, username.strip(), password)
     except NotPermitted as error:
         return render(
             request,
@@ -123,24 +114,8 @@ def login(
             {"caller": None, "token": expected, "message": str(error)},
             status=401,
         )
-    if user.role is ConsoleRole.STAFF and not console.staff_enabled:
-        message = "员工账户未启用 — staff accounts are not enabled at this site"
-        return render(
-            request,
-            "login.html",
-            {"caller": None, "token": expected, "message": message},
-            status=401,
-        )
-    token, _ = web.sessions.open(user.username, now)
     response = _back("/")
-    response.set_cookie(
-        COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=cookie_secure(request, web.settings),
-        max_age=int(web.settings.session_hours * 3600),
-    )
+    set_session_cookie(request, response, token)
     response.delete_cookie(LOGIN_COOKIE)
     return response
 
