@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from starlette.concurrency import run_in_threadpool
 
 from pbxguard.app import approval_requests, overview, reports, review
-from pbxguard.app.access import NewUser, require
+from pbxguard.app.access import NewUser, offence_for, require
 from pbxguard.app.ledger import export_offences, ledger_page, offence_filter, visible_calls
 from pbxguard.app.rota import day_of_duty
 from pbxguard.domain.access import ConsoleRole, Permission, Scope, SignedReport
@@ -38,6 +38,7 @@ from pbxguard.entrypoints.web.app import (
     web_of,
 )
 from pbxguard.entrypoints.web.changes import ConsoleChanges, changes_of, site_time
+from pbxguard.entrypoints.web.i18n import word
 from pbxguard.entrypoints.web.sessions import COOKIE, LOGIN_COOKIE, same
 from pbxguard.errors import NotPermitted, RequestError
 
@@ -281,8 +282,6 @@ def ledger_export(
 def offence_page(request: Request, offence_id: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
     caller = caller_of(request)
     console = web_of(request).console
-    from pbxguard.app.access import offence_for  # noqa: PLC0415
-
     require(caller.viewer, Permission.VIEW_LEDGER)
     entry = offence_for(console.offences, caller.viewer, offence_id)
     return render(
@@ -527,8 +526,6 @@ def reports_page(request: Request, months: Annotated[int, Query(ge=1, le=36)] = 
     )
     departments = sorted({d for per in found.fines.values() for d in per})
     series = {d: {m: found.fines[m].get(d, 0) for m in covered} for d in departments}
-    from pbxguard.entrypoints.web.i18n import word  # noqa: PLC0415
-
     return render(
         request,
         "reports.html",
@@ -615,7 +612,6 @@ def rota_change(
 @router.get("/admin", response_class=HTMLResponse)
 def admin_page(request: Request) -> Response:
     caller = caller_of(request)
-    viewer = caller.viewer
     console = web_of(request).console
     zone = console.policy().timezone
     if not (caller.may(Permission.MANAGE_USERS) or caller.may(Permission.VIEW_AUDIT)):
@@ -623,7 +619,6 @@ def admin_page(request: Request) -> Response:
     context: dict[str, Any] = {"caller": caller, "page": "admin"}
     context["audit"] = [views.audit(a, zone) for a in console.trail.recent(100)]
     if caller.may(Permission.MANAGE_USERS):
-        require(viewer, Permission.MANAGE_USERS)
         context["users"] = [views.user(u, zone) for u in console.users.all()]
         context["roles"] = [r.value for r in ConsoleRole]
         status = console.policy_status()
