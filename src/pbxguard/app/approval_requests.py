@@ -167,7 +167,6 @@ def grant_request(
     *,
     request_id: str,
     now: datetime,
-    site: str = "",
 ) -> tuple[ApprovalRequest, Approval]:
     """Grant a pending request: store the approval, then the answer.
 
@@ -192,7 +191,6 @@ def grant_request(
             prefix=request.prefix or None,
             calls=request.calls,
             reason=request.reason,
-            site=site,
         ),
         now=now,
     )
