@@ -10,7 +10,6 @@ Every change also goes to the console's audit trail.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -84,7 +83,6 @@ def request_approval(
     ask: Ask,
     *,
     now: datetime,
-    new_id: Callable[[], str] = new_request_id,
 ) -> ApprovalRequest:
     """Store a member of staff's request for prior approval.
 
@@ -104,7 +102,7 @@ def request_approval(
     number_class, prefix = approval_scope(policy, ask.number_class, ask.prefix)
     request = requests.submit(
         ApprovalRequest(
-            id=new_id(),
+            id=new_request_id(),
             person_id=person.id,
             department=person.department,
             requested_by=viewer.username,
