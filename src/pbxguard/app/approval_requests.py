@@ -10,8 +10,7 @@ Every change also goes to the console's audit trail.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from pbxguard.app.access import record_change, require, visible_person
@@ -65,6 +64,17 @@ def _window(policy: Policy, valid_from: datetime, valid_until: datetime, now: da
         raise RequestError("时间已过 — the window is already over")
 
 
+def _approver(viewer: Viewer) -> str:
+    """Return the viewer's person id, the approver a grant or revocation is recorded under.
+
+    Raises:
+        NotPermitted: the account is not a person of the policy.
+    """
+    if not viewer.person_id:
+        raise NotPermitted("账户未关联人员 — this account is not an approver of the policy")
+    return viewer.person_id
+
+
 def request_approval(
     requests: ApprovalRequestBookPort,
     trail: AuditTrailPort,
@@ -73,7 +83,6 @@ def request_approval(
     ask: Ask,
     *,
     now: datetime,
-    new_id: Callable[[], str] = new_request_id,
 ) -> ApprovalRequest:
     """Store a member of staff's request for prior approval.
 
@@ -93,7 +102,7 @@ def request_approval(
     number_class, prefix = approval_scope(policy, ask.number_class, ask.prefix)
     request = requests.submit(
         ApprovalRequest(
-            id=new_id(),
+            id=new_request_id(),
             person_id=person.id,
             department=person.department,
             requested_by=viewer.username,
@@ -156,7 +165,6 @@ def grant_request(
     *,
     request_id: str,
     now: datetime,
-    site: str = "",
 ) -> tuple[ApprovalRequest, Approval]:
     """Grant a pending request: store the approval, then the answer.
 
@@ -169,21 +177,18 @@ def grant_request(
     request = request_for(requests, policy, viewer, request_id)
     if request.state is not RequestState.PENDING:
         raise RequestError(f"申请已处理 — request {request_id} was {request.state.value} already")
-    if not viewer.person_id:
-        raise NotPermitted("账户未关联人员 — this account is not an approver of the policy")
     approval = grant_approval(
         approvals,
         policy,
         GrantRequest(
             person_id=request.person_id,
-            approver_id=viewer.person_id,
+            approver_id=_approver(viewer),
             valid_from=request.valid_from,
             valid_until=request.valid_until,
             number_class=request.number_class.value if request.number_class else None,
             prefix=request.prefix or None,
             calls=request.calls,
             reason=request.reason,
-            site=site,
         ),
         now=now,
     )
@@ -260,23 +265,8 @@ def grant_directly(
     require(viewer, Permission.APPROVE)
     if not visible_person(viewer, policy, request.person_id):
         raise NotFound(f"没有此人 — no person {request.person_id!r} in your department")
-    if not viewer.person_id:
-        raise NotPermitted("账户未关联人员 — this account is not an approver of the policy")
     approval = grant_approval(
-        approvals,
-        policy,
-        GrantRequest(
-            person_id=request.person_id,
-            approver_id=viewer.person_id,
-            valid_from=request.valid_from,
-            valid_until=request.valid_until,
-            number_class=request.number_class,
-            prefix=request.prefix,
-            calls=request.calls,
-            reason=request.reason,
-            site=request.site,
-        ),
-        now=now,
+        approvals, policy, replace(request, approver_id=_approver(viewer)), now=now
     )
     record_change(
         trail,
@@ -339,10 +329,8 @@ def revoke(
     """
     require(viewer, Permission.APPROVE)
     approval_for(approvals, policy, viewer, approval_id)
-    if not viewer.person_id:
-        raise NotPermitted("账户未关联人员 — this account is not an approver of the policy")
     revoked, _ = revoke_approval(
-        approvals, policy, approval_id, by=viewer.person_id, reason=reason, now=now
+        approvals, policy, approval_id, by=_approver(viewer), reason=reason, now=now
     )
     record_change(
         trail, viewer, action="approval_revoked", target=approval_id, detail=reason, now=now

@@ -6,7 +6,7 @@ and tests use small hand-written fakes. The application never imports an adapter
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +22,6 @@ from pbxguard.domain.access import (
     SignOff,
 )
 from pbxguard.domain.approvals import Approval
-from pbxguard.domain.channels import ChannelPlan
 from pbxguard.domain.effects import ClearAlert, RaiseAlert
 from pbxguard.domain.emergency import EmergencyNotice
 from pbxguard.domain.entries import (
@@ -34,7 +33,6 @@ from pbxguard.domain.entries import (
     RegisterEntry,
 )
 from pbxguard.domain.locks import LockEntry
-from pbxguard.domain.policy import Policy
 from pbxguard.domain.records import CallRef, CallSummary, CodeFailure, DecisionRecord, LedgerFact
 from pbxguard.domain.rota import Rota
 
@@ -294,20 +292,6 @@ class RotaStore(Protocol):
 
     def save(self, rota: Rota) -> None:
         """Write the rota (atomically)."""
-
-
-class PolicySource(Protocol):
-    """Loads the site's policy (and its channel plan) from wherever it is kept."""
-
-    def load(self) -> tuple[Policy, ChannelPlan]:
-        """Load and validate the policy.
-
-        Raises:
-            PolicyError: it is invalid (says which file, which line and why).
-        """
-
-    def fingerprint(self) -> Mapping[str, float]:
-        """Return what tells whether the policy's files changed (their modification times)."""
 
 
 # -- the console ------------------------------------------------------------------------------

@@ -17,14 +17,6 @@ from pbxguard.domain.policy import Policy
 from pbxguard.errors import RequestError
 
 
-def month_entries(
-    book: RegisterBookPort, policy: Policy, month: str, *, site: str | None = None
-) -> list[RegisterEntry]:
-    """Return the register of ``month`` ("2026-11" in the site's timezone), by start time."""
-    start, end = month_bounds(month, policy.timezone)
-    return book.entries(start, end, site=site)
-
-
 def iter_month_entries(
     book: RegisterBookPort, policy: Policy, month: str, *, site: str | None = None
 ) -> Iterator[RegisterEntry]:

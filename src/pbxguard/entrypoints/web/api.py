@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pbxguard.app import approval_requests, overview, reports, review
-from pbxguard.app.access import NewUser, SignIn, offence_for, require, sign_in
+from pbxguard.app.access import NewUser, offence_for, require
 from pbxguard.app.ledger import ledger_page, offence_filter, visible_calls
 from pbxguard.app.rota import day_of_duty
 from pbxguard.domain.access import Permission
@@ -23,11 +23,17 @@ from pbxguard.domain.entries import AdjustmentKind
 from pbxguard.domain.register import FillState
 from pbxguard.entrypoints.render import offence_row
 from pbxguard.entrypoints.web import views
-from pbxguard.entrypoints.web.app import Caller, caller_of, check_csrf, cookie_secure, web_of
+from pbxguard.entrypoints.web.app import (
+    Caller,
+    caller_of,
+    check_csrf,
+    set_session_cookie,
+    start_session,
+    web_of,
+)
 from pbxguard.entrypoints.web.changes import ConsoleChanges, site_time
 from pbxguard.entrypoints.web.pages import export_response, parse_hours
 from pbxguard.entrypoints.web.sessions import COOKIE
-from pbxguard.errors import NotPermitted
 
 router = APIRouter(tags=["console"])
 
@@ -156,32 +162,11 @@ def _me(caller: Caller) -> dict[str, Any]:
 @router.post("/session")
 def open_session(request: Request, body: Credentials) -> Response:
     """Sign in; the answer's ``csrf`` goes in the X-CSRF-Token header of every change."""
-    web = web_of(request)
-    console = web.console
-    now = console.clock.now()
-    client = request.client.host if request.client else "unknown"
-    user = sign_in(
-        console.users,
-        console.passwords,
-        console.throttle,
-        console.trail,
-        SignIn(body.username, body.password, client),
-        now=now,
-    )
-    if user.role.value == "staff" and not console.staff_enabled:
-        raise NotPermitted("员工账户未启用 — staff accounts are not enabled at this site")
-    token, session = web.sessions.open(user.username, now)
+    user, token, session = start_session(request, body.username, body.password)
     response = JSONResponse(
         {"username": user.username, "role": user.role.value, "csrf": session.csrf}
     )
-    response.set_cookie(
-        COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=cookie_secure(request, web.settings),
-        max_age=int(web.settings.session_hours * 3600),
-    )
+    set_session_cookie(request, response, token)
     return response
 
 

@@ -18,15 +18,21 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pbxguard.adapters.settings import ConsoleSettings
-from pbxguard.app.access import viewer_of
+from pbxguard.app.access import SignIn, sign_in, viewer_of
 from pbxguard.app.console import Console
-from pbxguard.domain.access import ConsoleRole, Permission, Viewer, may
+from pbxguard.domain.access import ConsoleRole, ConsoleUser, Permission, Viewer, may
 from pbxguard.entrypoints.web import metrics
 from pbxguard.entrypoints.web.i18n import LANGUAGES, word
 from pbxguard.entrypoints.web.sessions import COOKIE, Session, SessionStore, same
@@ -129,6 +135,46 @@ def cookie_secure(request: Request, settings: ConsoleSettings) -> bool:
     if settings.secure_cookies == "never":
         return False
     return request.url.scheme == "https"
+
+
+def start_session(
+    request: Request, username: str, password: str
+) -> tuple[ConsoleUser, str, Session]:
+    """Sign ``username`` in from the request's client; return the account, token and session.
+
+    Raises:
+        NotPermitted: the sign-in is refused (see `pbxguard.app.access.sign_in`), or the
+            account is staff where staff accounts are not enabled.
+    """
+    web = web_of(request)
+    console = web.console
+    now = console.clock.now()
+    client = request.client.host if request.client else "unknown"
+    user = sign_in(
+        console.users,
+        console.passwords,
+        console.throttle,
+        console.trail,
+        SignIn(username, password, client),
+        now=now,
+    )
+    if user.role is ConsoleRole.STAFF and not console.staff_enabled:
+        raise NotPermitted("员工账户未启用 — staff accounts are not enabled at this site")
+    token, session = web.sessions.open(user.username, now)
+    return user, token, session
+
+
+def set_session_cookie(request: Request, response: Response, token: str) -> None:
+    """Give ``response`` the session cookie of ``token``."""
+    settings = web_of(request).settings
+    response.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=cookie_secure(request, settings),
+        max_age=int(settings.session_hours * 3600),
+    )
 
 
 def _status(error: PbxGuardError) -> int:

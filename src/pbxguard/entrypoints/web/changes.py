@@ -58,7 +58,6 @@ class ConsoleChanges:
 
     def __init__(self, console: Console, caller: Caller) -> None:
         self.console = console
-        self.caller = caller
         self.viewer = caller.viewer
         self.policy = console.policy()
 

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from starlette.concurrency import run_in_threadpool
 
 from pbxguard.app import approval_requests, overview, reports, review
-from pbxguard.app.access import NewUser, SignIn, require, sign_in
+from pbxguard.app.access import NewUser, offence_for, require
 from pbxguard.app.ledger import export_offences, ledger_page, offence_filter, visible_calls
 from pbxguard.app.rota import day_of_duty
 from pbxguard.domain.access import ConsoleRole, Permission, Scope, SignedReport
@@ -33,9 +33,12 @@ from pbxguard.entrypoints.web.app import (
     lang_of,
     new_login_token,
     render,
+    set_session_cookie,
+    start_session,
     web_of,
 )
 from pbxguard.entrypoints.web.changes import ConsoleChanges, changes_of, site_time
+from pbxguard.entrypoints.web.i18n import word
 from pbxguard.entrypoints.web.sessions import COOKIE, LOGIN_COOKIE, same
 from pbxguard.errors import NotPermitted, RequestError
 
@@ -95,8 +98,6 @@ def login(
     password: Annotated[str, Form(max_length=256)],
     csrf: Csrf = "",
 ) -> Response:
-    web = web_of(request)
-    console = web.console
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not csrf or not same(expected, csrf):
         return render(
@@ -105,17 +106,8 @@ def login(
             {"caller": None, "token": expected, "message": "表单已过期 — reload and try again"},
             status=403,
         )
-    client = request.client.host if request.client else "unknown"
-    now = console.clock.now()
     try:
-        user = sign_in(
-            console.users,
-            console.passwords,
-            console.throttle,
-            console.trail,
-            SignIn(username.strip(), password, client),
-            now=now,
-        )
+        _, token, _ = start_session(request, username.strip(), password)
     except NotPermitted as error:
         return render(
             request,
@@ -123,24 +115,8 @@ def login(
             {"caller": None, "token": expected, "message": str(error)},
             status=401,
         )
-    if user.role is ConsoleRole.STAFF and not console.staff_enabled:
-        message = "员工账户未启用 — staff accounts are not enabled at this site"
-        return render(
-            request,
-            "login.html",
-            {"caller": None, "token": expected, "message": message},
-            status=401,
-        )
-    token, _ = web.sessions.open(user.username, now)
     response = _back("/")
-    response.set_cookie(
-        COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=cookie_secure(request, web.settings),
-        max_age=int(web.settings.session_hours * 3600),
-    )
+    set_session_cookie(request, response, token)
     response.delete_cookie(LOGIN_COOKIE)
     return response
 
@@ -306,8 +282,6 @@ def ledger_export(
 def offence_page(request: Request, offence_id: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
     caller = caller_of(request)
     console = web_of(request).console
-    from pbxguard.app.access import offence_for  # noqa: PLC0415
-
     require(caller.viewer, Permission.VIEW_LEDGER)
     entry = offence_for(console.offences, caller.viewer, offence_id)
     return render(
@@ -552,8 +526,6 @@ def reports_page(request: Request, months: Annotated[int, Query(ge=1, le=36)] = 
     )
     departments = sorted({d for per in found.fines.values() for d in per})
     series = {d: {m: found.fines[m].get(d, 0) for m in covered} for d in departments}
-    from pbxguard.entrypoints.web.i18n import word  # noqa: PLC0415
-
     return render(
         request,
         "reports.html",
@@ -640,7 +612,6 @@ def rota_change(
 @router.get("/admin", response_class=HTMLResponse)
 def admin_page(request: Request) -> Response:
     caller = caller_of(request)
-    viewer = caller.viewer
     console = web_of(request).console
     zone = console.policy().timezone
     if not (caller.may(Permission.MANAGE_USERS) or caller.may(Permission.VIEW_AUDIT)):
@@ -648,7 +619,6 @@ def admin_page(request: Request) -> Response:
     context: dict[str, Any] = {"caller": caller, "page": "admin"}
     context["audit"] = [views.audit(a, zone) for a in console.trail.recent(100)]
     if caller.may(Permission.MANAGE_USERS):
-        require(viewer, Permission.MANAGE_USERS)
         context["users"] = [views.user(u, zone) for u in console.users.all()]
         context["roles"] = [r.value for r in ConsoleRole]
         status = console.policy_status()
