@@ -265,13 +265,22 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -
 
 
 def write_csv(
-    rows: Iterable[Mapping[str, Any]], columns: Sequence[Column], out: IO[str], *, bom: bool = True
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[Column],
+    out: IO[str],
+    *,
+    bom: bool = True,
+    header: bool = True,
 ) -> int:
-    """Write rows as CSV (bilingual header row first); return how many rows were written."""
+    """Write rows as CSV (bilingual header row first); return how many rows were written.
+
+    ``header=False`` writes the rows alone, for a file written in chunks.
+    """
     if bom:
         out.write("\ufeff")
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(headers(columns))
+    if header:
+        writer.writerow(headers(columns))
     count = 0
     for row in rows:
         writer.writerow(["" if row.get(key) is None else row[key] for key, _, _ in columns])

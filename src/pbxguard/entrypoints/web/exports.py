@@ -1,8 +1,8 @@
 """Ledger exports streamed to the browser: CSV (UTF-8 with a BOM) and Excel.
 
 CSV goes out in chunks as the offences are read, so an export of a year holds one chunk in
-memory. Excel is written in openpyxl's write-only mode into a spooled temporary file, then
-streamed from it.
+memory. Excel is written by pbxguard's streaming writer (`pbxguard.entrypoints.xlsx`) into a
+spooled temporary file, then streamed from it (a workbook is a zip: its directory comes last).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pbxguard.entrypoints.render import OFFENCE_EXPORT_COLUMNS, headers, write_csv, write_xlsx
+from pbxguard.entrypoints.render import OFFENCE_EXPORT_COLUMNS, write_csv, write_xlsx
 
 _CHUNK_ROWS = 500
 _READ = 64 * 1024
@@ -35,14 +35,12 @@ def csv_chunks(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
 
 def _rows_bytes(rows: list[dict[str, Any]]) -> bytes:
     buffer = io.StringIO()
-    write_csv(rows, OFFENCE_EXPORT_COLUMNS, buffer, bom=False)
-    text = buffer.getvalue()
-    header = ",".join(headers(OFFENCE_EXPORT_COLUMNS)) + "\n"
-    return text.removeprefix(header).encode("utf-8")
+    write_csv(rows, OFFENCE_EXPORT_COLUMNS, buffer, bom=False, header=False)
+    return buffer.getvalue().encode("utf-8")
 
 
 def xlsx_chunks(rows: Iterable[dict[str, Any]], *, title: str, sheet: str) -> Iterator[bytes]:
-    """Yield the Excel export, written to a spooled file first (openpyxl saves at the end)."""
+    """Yield the Excel export, written to a spooled file first (the zip ends with its directory)."""
     with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
         write_xlsx(rows, OFFENCE_EXPORT_COLUMNS, spool, title=title, sheet_name=sheet)
         spool.seek(0)
