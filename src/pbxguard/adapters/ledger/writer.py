@@ -34,7 +34,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -144,7 +144,6 @@ class WriterStatus:
     retrying_since: datetime | None = None
     last_error: str = ""
     offences: int = 0
-    latencies: list[float] = field(default_factory=list)
 
 
 class LedgerWriter:
@@ -303,7 +302,6 @@ class LedgerWriter:
         Returns the offences that were new (priced).
         """
         self._ready()
-        started = time.perf_counter()
         facts: list[tuple[JournalEntry, LedgerFact]] = []
         for entry in entries:
             try:
@@ -318,8 +316,6 @@ class LedgerWriter:
         status.written += len(facts)
         status.batches += 1
         status.offences += len(new)
-        status.latencies.append(time.perf_counter() - started)
-        del status.latencies[:-1000]
         return new
 
     def _write_facts(self, facts: Sequence[tuple[JournalEntry, LedgerFact]]) -> list[OffenceEntry]:
