@@ -23,8 +23,9 @@ Failures are classified by what they mean (`pbxguard.adapters.ledger.database.cl
   growing on disk meanwhile, never in memory;
 * a fact can never be written (a constraint that proves a bug, a fact that cannot be decoded):
   the batch is split until that one fact is found; it goes to ``set-aside.jsonl`` next to the
-  journal with the error, the error is logged and ``on_set_aside`` raises an alert; the rest of
-  the batch is written. ``pbxguard ledger set-aside`` shows and replays those facts.
+  journal with the error (once, however often its batch is offered again), the error is
+  logged and ``on_set_aside`` raises an alert; the rest of the batch is written.
+  ``pbxguard ledger set-aside`` shows and replays those facts.
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ class LedgerWriter:
         self._drain_until = 0.0
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition()
+        self._set_aside_entries: dict[int, dict[str, Any]] | None = None
         self.status = WriterStatus()
 
     @property
@@ -340,11 +342,21 @@ class LedgerWriter:
         return []
 
     def _set_aside(self, entry: JournalEntry, error: Exception) -> None:
+        # A batch is offered again after the database was unavailable, and after a restart
+        # from the checkpoint: an entry set aside then is not set aside (nor alerted) twice.
+        if self._set_aside_entries is None:
+            self._set_aside_entries = {
+                int(r["seq"]): r["entry"] for r in read_set_aside(self.set_aside_path)
+            }
+        data = dict(entry.data)
+        if self._set_aside_entries.get(entry.seq) == data:
+            return
+        self._set_aside_entries[entry.seq] = data
         record = {
             "seq": entry.seq,
             "at": datetime.now(UTC).isoformat(),
             "error": f"{type(error).__name__}: {error}",
-            "entry": dict(entry.data),
+            "entry": data,
         }
         with self.set_aside_path.open("a", encoding="utf-8") as file:
             file.write(json.dumps(record, ensure_ascii=False) + "\n")
