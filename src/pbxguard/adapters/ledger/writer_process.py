@@ -49,7 +49,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -120,17 +120,21 @@ class ProcessLedgerWriter:
         before its first write until it succeeds, with the child's database.
         """
         self._journal = journal
-        self._url = url
-        self._site = site
-        self._busy_timeout = busy_timeout
-        self._batch_size = batch_size
-        self._linger = linger
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
+        self._config = WriterConfig(
+            directory=journal.directory,
+            url=url,
+            site=site,
+            busy_timeout=busy_timeout,
+            batch_size=batch_size,
+            linger=linger,
+            retry_initial=retry_initial,
+            retry_max=retry_max,
+            prepare=prepare,
+            log_level=log_level,
+            start_at=journal.checkpoint_cursor,
+        )
         self._on_written = on_written
         self._on_set_aside = on_set_aside
-        self._prepare = prepare
-        self._log_level = log_level
         self._restart_delay = restart_delay
         self._idle = threading.Condition()
         self._stopping = threading.Event()
@@ -192,19 +196,8 @@ class ProcessLedgerWriter:
     # -- the guard's side ---------------------------------------------------------------------
 
     def _launch(self) -> None:
-        config = WriterConfig(
-            directory=self._journal.directory,
-            url=self._url,
-            site=self._site,
-            busy_timeout=self._busy_timeout,
-            batch_size=self._batch_size,
-            linger=self._linger,
-            retry_initial=self._retry_initial,
-            retry_max=self._retry_max,
-            prepare=self._prepare,
-            log_level=self._log_level,
-            start_at=self._journal.checkpoint_cursor,
-        )
+        # Every start, the first and after the child ended, resumes at the checkpoint.
+        config = replace(self._config, start_at=self._journal.checkpoint_cursor)
         mine, theirs = socket.socketpair()
         with mine, theirs:
             process = subprocess.Popen(  # noqa: S603 - this interpreter, this module
