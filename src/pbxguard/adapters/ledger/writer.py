@@ -31,7 +31,6 @@ Failures are classified by what they mean (`pbxguard.adapters.ledger.database.cl
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -162,7 +161,6 @@ class LedgerWriter:
         on_written: Callable[[list[OffenceEntry]], None] | None = None,
         on_set_aside: Callable[[str], None] | None = None,
         prepare: Callable[[], None] | None = None,
-        rng: random.Random | None = None,
     ) -> None:
         """Configure the writer; nothing runs until `start`.
 
@@ -178,7 +176,6 @@ class LedgerWriter:
         self._on_written = on_written
         self._on_set_aside = on_set_aside
         self._prepare = prepare
-        self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._stop = threading.Event()
         self._drain_until = 0.0
         self._thread: threading.Thread | None = None
@@ -231,7 +228,7 @@ class LedgerWriter:
         runs it too, with its own ways to wait and to report a commit.
         """
         cursor = start_at
-        backoff = Backoff(self._retry_initial, self._retry_max, self._rng)
+        backoff = Backoff(self._retry_initial, self._retry_max)
         began = -self._linger  # when the last transaction began
         while self._draining():
             entries, next_cursor = self._journal.read(cursor, self._batch_size)
