@@ -50,7 +50,6 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -71,10 +70,6 @@ RESTART_DELAY = 1.0
 POLL = 0.02
 #: How long a child whose guard is gone may take to end its statement before it exits anyway.
 ORPHAN_GRACE = 10.0
-
-# What the child sends of its status: written, batches, set aside, offences, retrying since,
-# last error.
-_Status = tuple[int, int, int, int, datetime | None, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,33 +247,21 @@ class ProcessLedgerWriter:
             self._handle(message)
 
     def _handle(self, message: tuple[Any, ...]) -> None:
+        # Every message ends with the child's WriterStatus as it stands (a pickled copy).
         kind = message[0]
         if kind == "written":
-            _, cursor, new, status = message
+            _, cursor, new, self.status = message
             self._journal.checkpoint(cursor)
-            self._take(status)
             if new and self._on_written is not None:
                 self._on_written(new)
             with self._idle:
                 self._idle.notify_all()
         elif kind == "set_aside":
-            _, text, status = message
-            self._take(status)
+            _, text, self.status = message
             if self._on_set_aside is not None:
                 self._on_set_aside(text)
         elif kind == "status":
-            self._take(message[1])
-
-    def _take(self, status: _Status) -> None:
-        mine = self.status
-        (
-            mine.written,
-            mine.batches,
-            mine.set_aside,
-            mine.offences,
-            mine.retrying_since,
-            mine.last_error,
-        ) = status
+            self.status = message[1]
 
 
 # -- the child's side -------------------------------------------------------------------------
@@ -324,17 +307,6 @@ def _yield_the_cpus() -> None:
         _log.warning(
             "ledger writer runs at normal CPU priority (SCHED_IDLE refused)", error=str(error)
         )
-
-
-def _snapshot(status: WriterStatus) -> _Status:
-    return (
-        status.written,
-        status.batches,
-        status.set_aside,
-        status.offences,
-        status.retrying_since,
-        status.last_error,
-    )
 
 
 class _ChildWriter(LedgerWriter):
@@ -385,13 +357,13 @@ class _ChildWriter(LedgerWriter):
         self._stop.wait(POLL)
 
     def _committed(self, cursor: Cursor, new: list[OffenceEntry]) -> None:
-        self._send(("written", cursor, new, _snapshot(self.status)))
+        self._send(("written", cursor, new, self.status))
 
     def _status_changed(self) -> None:
-        self._send(("status", _snapshot(self.status)))
+        self._send(("status", self.status))
 
     def _report_set_aside(self, message: str) -> None:
-        self._send(("set_aside", message, _snapshot(self.status)))
+        self._send(("set_aside", message, self.status))
 
 
 def _orphaned_exit() -> None:
