@@ -7,10 +7,12 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -344,6 +346,48 @@ def test_a_fact_that_can_never_be_written_is_set_aside_and_the_rest_go_on(
     # After a fix, replaying keeps what still fails and writes the rest.
     written, kept = replay_set_aside(journal.directory / SET_ASIDE, db)
     assert (written, kept) == (0, 2)
+    db.close()
+
+
+class _FailureCountingWriter(LedgerWriter):
+    """A writer that counts the batches the database turned away."""
+
+    def __init__(self, journal: Journal, db: LedgerDatabase, **options: Any) -> None:
+        super().__init__(journal, db, **options)
+        self.turned_away = threading.Semaphore(0)
+
+    def _status_changed(self) -> None:
+        self.turned_away.release()
+
+
+def test_a_fact_set_aside_is_set_aside_once_however_often_its_batch_is_retried(
+    tmp_path: Path, journal: Journal
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    db = database(path)
+    alerts: list[str] = []
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    writer = _FailureCountingWriter(
+        journal, db, retry_initial=0.01, retry_max=0.02, on_set_aside=alerts.append
+    )
+    writer.start()
+    try:
+        FactJournal(journal).append([decision(1)])
+        journal.append([{"op": "from-a-newer-version", "fact": {}}])
+        FactJournal(journal).append([decision(2)])
+        for _ in range(3):  # the batch, with the fact that can never be written, offered again
+            assert writer.turned_away.acquire(timeout=10)
+        blocker.execute("COMMIT")
+        assert writer.wait_idle(10)
+    finally:
+        blocker.close()
+        writer.stop()
+    assert [d.key for d in CallLog(db).decisions()] == ["hq:1:agi", "hq:2:agi"]
+    aside = read_set_aside(journal.directory / SET_ASIDE)
+    assert [record["seq"] for record in aside] == [2]
+    assert writer.status.set_aside == 1
+    assert len(alerts) == 1
     db.close()
 
 

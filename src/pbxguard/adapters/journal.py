@@ -347,7 +347,12 @@ class Journal:
             {"seq": cursor.seq, "segment": cursor.segment.name, "offset": cursor.offset}
         ).encode()
         temporary = self.directory / f"{_CHECKPOINT}.tmp"
-        temporary.write_bytes(data)
+        with temporary.open("wb") as file:
+            file.write(data)
+            file.flush()
+            # On disk before the rename: a power cut leaves the old checkpoint or the new one,
+            # never an empty file that would keep the journal from opening.
+            os.fsync(file.fileno())
         os.replace(temporary, self.directory / _CHECKPOINT)
         self._checkpoint = cursor
         with self._lock:

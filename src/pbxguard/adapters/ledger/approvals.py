@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession
+from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession, aware
 from pbxguard.adapters.ledger.schema import approvals
 from pbxguard.domain.approvals import Approval
 from pbxguard.domain.numbers import NumberClass
@@ -26,12 +26,6 @@ GRANT = "grant"
 USE = "use"
 REVOKE = "revoke"
 EXPIRE = "expire"
-
-
-def _aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise LedgerError(f"{what} must be a timezone-aware datetime")
-    return value
 
 
 def fold(events: Sequence[Any]) -> dict[str, Approval]:
@@ -124,7 +118,7 @@ def record_uses(session: LedgerSession, uses: Sequence[ApprovalUse]) -> int:
             _event_row(
                 use.approval_id,
                 USE,
-                at=_aware(use.at, "use time"),
+                at=aware(use.at, "use time"),
                 person_id=grant.person_id,
                 ref=use.ref,
                 call=use.call,
@@ -146,8 +140,8 @@ class ApprovalBook:
         The ledger derives ``used_calls`` and ``revoked`` from its own events; the values given
         here are ignored. ``approval.site`` is the site it is for ("" for every site).
         """
-        _aware(approval.valid_from, "valid_from")
-        _aware(approval.valid_until, "valid_until")
+        aware(approval.valid_from, "valid_from")
+        aware(approval.valid_until, "valid_until")
         if approval.valid_until <= approval.valid_from:
             raise LedgerError(f"approval {approval.id} ends before it starts")
         with self._db.write() as session:
@@ -189,7 +183,7 @@ class ApprovalBook:
     def _event(
         self, approval_id: str, kind: str, *, at: datetime, by: str, reason: str
     ) -> Approval:
-        _aware(at, "event time")
+        aware(at, "event time")
         with self._db.write() as session:
             events = _events_of(session, [approval_id])
             grant = next((e for e in events if e.kind == GRANT), None)
@@ -205,7 +199,7 @@ class ApprovalBook:
 
     def active(self, now: datetime, *, site: str | None = None) -> list[Approval]:
         """Return the approvals usable at ``now`` (at ``site`` and company-wide ones)."""
-        _aware(now, "now")
+        aware(now, "now")
         c = approvals.c
         open_grants = select(c.approval_id).where(
             c.kind == GRANT, c.valid_from <= now, c.valid_until > now

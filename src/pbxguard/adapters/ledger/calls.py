@@ -13,20 +13,13 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, select
 
-from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession
+from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession, aware
 from pbxguard.adapters.ledger.schema import calls, decisions
 from pbxguard.domain.numbers import LONG_DISTANCE_CLASSES
 from pbxguard.domain.records import CallRef, CallSummary, DecisionRecord, Layer
-from pbxguard.errors import LedgerError
 
 _LONG_DISTANCE = {c.value for c in LONG_DISTANCE_CLASSES}
 _PAGE = 1000
-
-
-def _aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise LedgerError(f"{what} must be a timezone-aware datetime")
-    return value
 
 
 def _ms(duration: timedelta) -> int:
@@ -44,7 +37,7 @@ def record_decisions(session: LedgerSession, records: Sequence[DecisionRecord]) 
         rows.append(
             {
                 "key": rec.key,
-                "at": _aware(rec.at, "decision time"),
+                "at": aware(rec.at, "decision time"),
                 "linkedid": rec.call.linkedid,
                 "uniqueid": rec.call.uniqueid,
                 "channel": rec.call.channel,
@@ -101,7 +94,7 @@ def record_calls(session: LedgerSession, summaries: Sequence[CallSummary]) -> in
             continue
         stored.add((ref.linkedid, ref.uniqueid))
         if summary.answered_at is not None:
-            _aware(summary.answered_at, "answer time")
+            aware(summary.answered_at, "answer time")
         rows.append(
             {
                 "linkedid": ref.linkedid,
@@ -116,9 +109,9 @@ def record_calls(session: LedgerSession, summaries: Sequence[CallSummary]) -> in
                 "number": summary.number,
                 "number_class": summary.number_class,
                 "direction": summary.direction,
-                "started_at": _aware(summary.started_at, "call start"),
+                "started_at": aware(summary.started_at, "call start"),
                 "answered_at": summary.answered_at,
-                "ended_at": _aware(summary.ended_at, "call end"),
+                "ended_at": aware(summary.ended_at, "call end"),
                 "verdict": summary.verdict,
                 "rule_id": summary.rule_id,
                 "outcome": summary.outcome,
@@ -230,9 +223,9 @@ class CallLog:
             if person is not None:
                 query = query.where(calls.c.person_id == person)
             if start is not None:
-                query = query.where(calls.c.started_at >= _aware(start, "start"))
+                query = query.where(calls.c.started_at >= aware(start, "start"))
             if end is not None:
-                query = query.where(calls.c.started_at < _aware(end, "end"))
+                query = query.where(calls.c.started_at < aware(end, "end"))
             if site is not None:
                 query = query.where(calls.c.site == site)
             if after is not None:

@@ -23,7 +23,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import func, or_, select
 
-from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession
+from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession, aware
 from pbxguard.adapters.ledger.schema import authorization_codes, code_events
 from pbxguard.domain.entries import CodeInfo
 from pbxguard.domain.records import CallRef, CodeFailure
@@ -55,12 +55,6 @@ class _Candidate:
     person_id: str
     one_time: bool
     code_hash: str
-
-
-def _aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise LedgerError(f"{what} must be a timezone-aware datetime")
-    return value
 
 
 def _matching(hasher: PasswordHasher, code: str, candidates: Sequence[_Candidate]) -> int:
@@ -100,7 +94,7 @@ def record_failures(session: LedgerSession, failures: Sequence[CodeFailure]) -> 
         rows.append(
             _event(
                 FAILURE,
-                at=_aware(failure.at, "failure time"),
+                at=aware(failure.at, "failure time"),
                 extension=failure.extension,
                 person_id=failure.person_id,
                 linkedid=failure.call.linkedid if failure.call else "",
@@ -145,13 +139,13 @@ class CodeBook:
             AuthorizationCodeError: the code is too short or not digits, already expired, has
                 no owner, or is the same as another code still in force.
         """
-        _aware(at, "issue time")
+        aware(at, "issue time")
         if not self._valid(code):
             raise AuthorizationCodeError(
                 f"授权码至少 {self._min_digits} 位数字 — an authorization code must be at least "
                 f"{self._min_digits} digits"
             )
-        if expires_at is not None and _aware(expires_at, "expiry") <= at:
+        if expires_at is not None and aware(expires_at, "expiry") <= at:
             raise AuthorizationCodeError("an authorization code cannot expire before it is issued")
         if not person_id:
             raise AuthorizationCodeError("an authorization code belongs to a person")
@@ -190,7 +184,7 @@ class CodeBook:
 
         A one-time code is spent by a successful check; a used, revoked or expired code fails.
         """
-        _aware(now, "now")
+        aware(now, "now")
         if not self._valid(code):
             return None
         candidates = self._live(now, person_id=person_id)
@@ -250,7 +244,7 @@ class CodeBook:
         Raises:
             LedgerError: there is no such code, or it had already stopped working.
         """
-        _aware(at, "revocation time")
+        aware(at, "revocation time")
         if not by.strip():
             raise LedgerError("a revocation needs to say who revokes the code")
         with self._db.write() as session:
@@ -285,7 +279,7 @@ class CodeBook:
 
     def codes(self, *, now: datetime, person: str | None = None) -> list[CodeInfo]:
         """Return the codes issued (to ``person``), oldest first, with how each one stands."""
-        _aware(now, "now")
+        aware(now, "now")
         query = select(authorization_codes).order_by(authorization_codes.c.id)
         if person is not None:
             query = query.where(authorization_codes.c.person_id == person)
@@ -334,7 +328,7 @@ class CodeBook:
         c = code_events.c
         query = (
             select(code_events)
-            .where(c.kind == FAILURE, c.at >= _aware(since, "since"))
+            .where(c.kind == FAILURE, c.at >= aware(since, "since"))
             .order_by(c.at, c.id)
         )
         if extension is not None:
@@ -359,7 +353,7 @@ class CodeBook:
         query = (
             select(func.count())
             .select_from(code_events)
-            .where(c.kind == FAILURE, c.extension == extension, c.at >= _aware(since, "since"))
+            .where(c.kind == FAILURE, c.extension == extension, c.at >= aware(since, "since"))
         )
         with self._db.read() as session:
             return int(session.execute(query).scalar_one())

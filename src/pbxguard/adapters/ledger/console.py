@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from pbxguard.adapters.ledger.database import LedgerDatabase
+from pbxguard.adapters.ledger.database import LedgerDatabase, aware
 from pbxguard.adapters.ledger.schema import (
     approval_requests,
     console_audit,
@@ -34,12 +34,6 @@ from pbxguard.domain.access import (
 )
 from pbxguard.domain.numbers import NumberClass
 from pbxguard.errors import LedgerConflict, LedgerError
-
-
-def _aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise LedgerError(f"{what} must be a timezone-aware datetime")
-    return value
 
 
 def fold_users(rows: Sequence[Any]) -> dict[str, ConsoleUser]:
@@ -100,7 +94,7 @@ class UserBook:
             LedgerConflict: ``created`` for an account that exists.
             LedgerError: any other event for an account that does not.
         """
-        _aware(at, "account event time")
+        aware(at, "account event time")
         with self._db.write() as session:
             rows = list(
                 session.execute(select(console_users).where(console_users.c.username == username))
@@ -194,7 +188,7 @@ class ApprovalRequestBook:
         Raises:
             LedgerConflict: a request with that id exists.
         """
-        _aware(request.requested_at, "request time")
+        aware(request.requested_at, "request time")
         with self._db.write() as session:
             taken = session.existing("approval_requests", "request_id", [request.id])
             if taken:
@@ -212,8 +206,8 @@ class ApprovalRequestBook:
                         if request.number_class
                         else None,
                         "prefix": request.prefix,
-                        "valid_from": _aware(request.valid_from, "valid_from"),
-                        "valid_until": _aware(request.valid_until, "valid_until"),
+                        "valid_from": aware(request.valid_from, "valid_from"),
+                        "valid_until": aware(request.valid_until, "valid_until"),
                         "max_calls": request.calls,
                         "reason": request.reason,
                         "approval_id": "",
@@ -238,7 +232,7 @@ class ApprovalRequestBook:
         Raises:
             LedgerError: no such request, or it was answered already.
         """
-        _aware(at, "answer time")
+        aware(at, "answer time")
         if state is RequestState.PENDING:
             raise LedgerError("an answer grants, refuses or withdraws")
         with self._db.write() as session:
@@ -314,7 +308,7 @@ class SignOffBook:
         Raises:
             LedgerConflict: that month's report is signed already.
         """
-        _aware(sign_off.at, "sign-off time")
+        aware(sign_off.at, "sign-off time")
         with self._db.write() as session:
             found = session.execute(
                 select(sign_offs.c.id).where(
@@ -381,7 +375,7 @@ class AuditTrail:
                 "console_audit",
                 [
                     {
-                        "at": _aware(at, "audit time"),
+                        "at": aware(at, "audit time"),
                         "actor": actor,
                         "role": role,
                         "action": action,
@@ -428,7 +422,7 @@ class DecisionCounts:
         by_approval = c.approval_id != ""
         query = (
             select(c.number_class, c.verdict, by_approval.label("approved"), func.count())
-            .where(c.at >= _aware(start, "start"), c.at < _aware(end, "end"))
+            .where(c.at >= aware(start, "start"), c.at < aware(end, "end"))
             .group_by(c.number_class, c.verdict, by_approval)
         )
         if site is not None:

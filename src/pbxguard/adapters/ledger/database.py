@@ -26,6 +26,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,17 @@ _SQLITE_CONFLICT = frozenset(
         getattr(sqlite3, "SQLITE_CONSTRAINT_PRIMARYKEY", 1555),
     }
 )
+
+
+def aware(value: datetime, what: str) -> datetime:
+    """Return ``value``, a time the ledger stores, if it carries its timezone.
+
+    Raises:
+        LedgerError: ``value`` is naive (``what`` names it in the message).
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise LedgerError(f"{what} must be a timezone-aware datetime")
+    return value
 
 
 def _dbapi_error(error: BaseException) -> BaseException:

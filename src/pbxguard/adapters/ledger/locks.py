@@ -13,21 +13,15 @@ from typing import Any
 
 from sqlalchemy import select
 
-from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession
+from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession, aware
 from pbxguard.adapters.ledger.schema import locks
 from pbxguard.domain.locks import LockEntry
 from pbxguard.domain.numbers import NumberClass
 from pbxguard.domain.records import Lock, LockLift, LockScope
-from pbxguard.errors import LedgerError, NotFound, RequestError
+from pbxguard.errors import NotFound, RequestError
 
 LOCK = "lock"
 LIFT = "lift"
-
-
-def _aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise LedgerError(f"{what} must be a timezone-aware datetime")
-    return value
 
 
 def record_locks(session: LedgerSession, items: Sequence[Lock]) -> int:
@@ -54,8 +48,8 @@ def record_locks(session: LedgerSession, items: Sequence[Lock]) -> int:
                 "person_id": lock.person_id,
                 "classes": ",".join(sorted(c.value for c in lock.classes)),
                 "rule_id": lock.rule_id,
-                "at": _aware(lock.at, "lock time"),
-                "until": _aware(lock.until, "lock end"),
+                "at": aware(lock.at, "lock time"),
+                "until": aware(lock.until, "lock end"),
                 "actor": "pbxguard",
                 "reason_zh": lock.reason_zh,
                 "reason_en": lock.reason_en,
@@ -98,7 +92,7 @@ class LockBook:
         if site is not None:
             query = query.where(c.site == site)
         if since is not None:
-            query = query.where(c.until > _aware(since, "since"))
+            query = query.where(c.until > aware(since, "since"))
         with self._db.read() as session:
             rows = list(session.execute(query))
             lifts = self._lifts(session, [row.lock_id for row in rows])
@@ -138,7 +132,7 @@ class LockBook:
             NotFound: no such lock.
             RequestError: it was already lifted, or has ended by itself.
         """
-        _aware(at, "lift time")
+        aware(at, "lift time")
         with self._db.write() as session:
             row = self._row(session, lock_ref)
             if row is None:

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Row, Select, and_, bindparam, func, select
 
-from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession
+from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession, aware
 from pbxguard.adapters.ledger.schema import adjustments, offence_outcomes, offences
 from pbxguard.domain.entries import (
     Adjustment,
@@ -50,12 +50,6 @@ _PAGE = 1000
 
 def _ms(duration: timedelta) -> int:
     return duration // timedelta(milliseconds=1)
-
-
-def _aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise LedgerError(f"{what} must be a timezone-aware datetime")
-    return value
 
 
 def _call_ref(linkedid: str, uniqueid: str, channel: str) -> CallRef | None:
@@ -163,9 +157,9 @@ def _filtered(query: Select[Any], where: OffenceFilter) -> Select[Any]:
     if where.rule is not None:
         query = query.where(c.rule_id == where.rule)
     if where.start is not None:
-        query = query.where(c.at >= _aware(where.start, "start"))
+        query = query.where(c.at >= aware(where.start, "start"))
     if where.end is not None:
-        query = query.where(c.at < _aware(where.end, "end"))
+        query = query.where(c.at < aware(where.end, "end"))
     if where.site is not None:
         query = query.where(c.site == where.site)
     if where.offence_id is not None:
@@ -269,7 +263,7 @@ def record_offences(session: LedgerSession, items: Sequence[OffenceFact]) -> lis
             raise LedgerError(
                 f"offence {item.draft.key} is for {item.draft.rule_id}, not {item.rule.id}"
             )
-        _aware(item.draft.at, "offence time")
+        aware(item.draft.at, "offence time")
     done = session.existing("offences", "key", [i.draft.key for i in items])
     fresh: list[OffenceFact] = []
     for item in items:
@@ -371,7 +365,7 @@ def record_outcomes(session: LedgerSession, outcomes: Sequence[OffenceOutcome]) 
         rows.append(
             {
                 "key": outcome.key,
-                "at": _aware(outcome.at, "outcome time"),
+                "at": aware(outcome.at, "outcome time"),
                 "ending": outcome.ending.value,
                 "answered_at": outcome.answered_at,
                 "ended_at": outcome.ended_at,
@@ -453,7 +447,7 @@ class OffenceBook:
             LedgerError: the offence does not exist, the reason is empty, or an appeal decision
                 has no open appeal to decide.
         """
-        _aware(at, "adjustment time")
+        aware(at, "adjustment time")
         if not reason.strip():
             raise LedgerError("an adjustment needs a reason")
         if not by.strip():
@@ -533,7 +527,7 @@ class OffenceBook:
             .where(
                 offences.c.site == self._db.site,
                 offences.c.outcome == Outcome.CUT_ORDERED.value,
-                offences.c.at >= _aware(since, "since"),
+                offences.c.at >= aware(since, "since"),
                 offence_outcomes.c.id.is_(None),
             )
             .order_by(offences.c.at)

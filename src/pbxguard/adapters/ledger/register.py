@@ -13,19 +13,13 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, select
 
-from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession
+from pbxguard.adapters.ledger.database import LedgerDatabase, LedgerSession, aware
 from pbxguard.adapters.ledger.schema import register_entries, register_fills
 from pbxguard.domain.entries import RegisterEntry
 from pbxguard.domain.records import CallRef
 from pbxguard.errors import LedgerError
 
 _PAGE = 1000
-
-
-def _aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise LedgerError(f"{what} must be a timezone-aware datetime")
-    return value
 
 
 def _entry(row: Any, fill: Any | None) -> RegisterEntry:
@@ -73,7 +67,7 @@ class RegisterBook:
         Raises:
             LedgerError: no such entry, or no subject.
         """
-        _aware(at, "fill time")
+        aware(at, "fill time")
         if not subject.strip():
             raise LedgerError("登记须写明联络事项 — a register entry needs its subject (联络事项)")
         with self._db.write() as session:
@@ -136,8 +130,8 @@ class RegisterBook:
         statement naming more values than a database accepts.
         """
         conditions = [
-            register_entries.c.started_at >= _aware(start, "start"),
-            register_entries.c.started_at < _aware(end, "end"),
+            register_entries.c.started_at >= aware(start, "start"),
+            register_entries.c.started_at < aware(end, "end"),
         ]
         if site is not None:
             conditions.append(register_entries.c.site == site)
@@ -158,12 +152,12 @@ class RegisterBook:
         """Return entries started in [since, older_than) that nobody has filled in."""
         filled = select(register_fills.c.entry_id)
         conditions = [
-            register_entries.c.started_at < _aware(older_than, "older_than"),
+            register_entries.c.started_at < aware(older_than, "older_than"),
             register_entries.c.id.not_in(filled),
             register_entries.c.site == self._db.site,
         ]
         if since is not None:
-            conditions.append(register_entries.c.started_at >= _aware(since, "since"))
+            conditions.append(register_entries.c.started_at >= aware(since, "since"))
         return list(self._pages(*conditions))
 
     def _pages(self, *conditions: ColumnElement[bool]) -> Iterator[RegisterEntry]:

@@ -14,18 +14,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Float, and_, case, cast, func, select, tuple_
 
-from pbxguard.adapters.ledger.database import LedgerDatabase
+from pbxguard.adapters.ledger.database import LedgerDatabase, aware
 from pbxguard.adapters.ledger.schema import Money, calls
 from pbxguard.domain.budgets import SpendLine, spend_line
 from pbxguard.domain.periods import month_bounds, month_of
 from pbxguard.domain.records import CallSummary
-from pbxguard.errors import LedgerError
-
-
-def _aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise LedgerError(f"{what} must be a timezone-aware datetime")
-    return value
 
 
 def _talk_ms(backend: str) -> Any:
@@ -70,8 +63,8 @@ def month_spend(
         )
         .where(
             c.direction == "outbound",
-            c.started_at >= _aware(start, "start"),
-            c.started_at < _aware(end, "end"),
+            c.started_at >= aware(start, "start"),
+            c.started_at < aware(end, "end"),
         )
         .group_by(c.site, c.person_id, c.department, c.extension, c.number_class)
     )
@@ -80,7 +73,7 @@ def month_spend(
     if other_sites_than is not None:
         query = query.where(c.site != other_sites_than)
     if ended_before is not None:
-        query = query.where(c.ended_at < _aware(ended_before, "ended_before"))
+        query = query.where(c.ended_at < aware(ended_before, "ended_before"))
     with database.read() as session:
         rows = list(session.execute(query))
     return [

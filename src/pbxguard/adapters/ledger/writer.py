@@ -23,18 +23,18 @@ Failures are classified by what they mean (`pbxguard.adapters.ledger.database.cl
   growing on disk meanwhile, never in memory;
 * a fact can never be written (a constraint that proves a bug, a fact that cannot be decoded):
   the batch is split until that one fact is found; it goes to ``set-aside.jsonl`` next to the
-  journal with the error, the error is logged and ``on_set_aside`` raises an alert; the rest of
-  the batch is written. ``pbxguard ledger set-aside`` shows and replays those facts.
+  journal with the error (once, however often its batch is offered again), the error is
+  logged and ``on_set_aside`` raises an alert; the rest of the batch is written.
+  ``pbxguard ledger set-aside`` shows and replays those facts.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -144,7 +144,6 @@ class WriterStatus:
     retrying_since: datetime | None = None
     last_error: str = ""
     offences: int = 0
-    latencies: list[float] = field(default_factory=list)
 
 
 class LedgerWriter:
@@ -162,7 +161,6 @@ class LedgerWriter:
         on_written: Callable[[list[OffenceEntry]], None] | None = None,
         on_set_aside: Callable[[str], None] | None = None,
         prepare: Callable[[], None] | None = None,
-        rng: random.Random | None = None,
     ) -> None:
         """Configure the writer; nothing runs until `start`.
 
@@ -178,11 +176,11 @@ class LedgerWriter:
         self._on_written = on_written
         self._on_set_aside = on_set_aside
         self._prepare = prepare
-        self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._stop = threading.Event()
         self._drain_until = 0.0
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition()
+        self._set_aside_entries: dict[int, dict[str, Any]] | None = None
         self.status = WriterStatus()
 
     @property
@@ -230,7 +228,7 @@ class LedgerWriter:
         runs it too, with its own ways to wait and to report a commit.
         """
         cursor = start_at
-        backoff = Backoff(self._retry_initial, self._retry_max, self._rng)
+        backoff = Backoff(self._retry_initial, self._retry_max)
         began = -self._linger  # when the last transaction began
         while self._draining():
             entries, next_cursor = self._journal.read(cursor, self._batch_size)
@@ -303,7 +301,6 @@ class LedgerWriter:
         Returns the offences that were new (priced).
         """
         self._ready()
-        started = time.perf_counter()
         facts: list[tuple[JournalEntry, LedgerFact]] = []
         for entry in entries:
             try:
@@ -318,8 +315,6 @@ class LedgerWriter:
         status.written += len(facts)
         status.batches += 1
         status.offences += len(new)
-        status.latencies.append(time.perf_counter() - started)
-        del status.latencies[:-1000]
         return new
 
     def _write_facts(self, facts: Sequence[tuple[JournalEntry, LedgerFact]]) -> list[OffenceEntry]:
@@ -344,11 +339,21 @@ class LedgerWriter:
         return []
 
     def _set_aside(self, entry: JournalEntry, error: Exception) -> None:
+        # A batch is offered again after the database was unavailable, and after a restart
+        # from the checkpoint: an entry set aside then is not set aside (nor alerted) twice.
+        if self._set_aside_entries is None:
+            self._set_aside_entries = {
+                int(r["seq"]): r["entry"] for r in read_set_aside(self.set_aside_path)
+            }
+        data = dict(entry.data)
+        if self._set_aside_entries.get(entry.seq) == data:
+            return
+        self._set_aside_entries[entry.seq] = data
         record = {
             "seq": entry.seq,
             "at": datetime.now(UTC).isoformat(),
             "error": f"{type(error).__name__}: {error}",
-            "entry": dict(entry.data),
+            "entry": data,
         }
         with self.set_aside_path.open("a", encoding="utf-8") as file:
             file.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -49,8 +49,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -71,10 +70,6 @@ RESTART_DELAY = 1.0
 POLL = 0.02
 #: How long a child whose guard is gone may take to end its statement before it exits anyway.
 ORPHAN_GRACE = 10.0
-
-# What the child sends of its status: written, batches, set aside, offences, retrying since,
-# last error.
-_Status = tuple[int, int, int, int, datetime | None, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,17 +115,21 @@ class ProcessLedgerWriter:
         before its first write until it succeeds, with the child's database.
         """
         self._journal = journal
-        self._url = url
-        self._site = site
-        self._busy_timeout = busy_timeout
-        self._batch_size = batch_size
-        self._linger = linger
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
+        self._config = WriterConfig(
+            directory=journal.directory,
+            url=url,
+            site=site,
+            busy_timeout=busy_timeout,
+            batch_size=batch_size,
+            linger=linger,
+            retry_initial=retry_initial,
+            retry_max=retry_max,
+            prepare=prepare,
+            log_level=log_level,
+            start_at=journal.checkpoint_cursor,
+        )
         self._on_written = on_written
         self._on_set_aside = on_set_aside
-        self._prepare = prepare
-        self._log_level = log_level
         self._restart_delay = restart_delay
         self._idle = threading.Condition()
         self._stopping = threading.Event()
@@ -192,19 +191,8 @@ class ProcessLedgerWriter:
     # -- the guard's side ---------------------------------------------------------------------
 
     def _launch(self) -> None:
-        config = WriterConfig(
-            directory=self._journal.directory,
-            url=self._url,
-            site=self._site,
-            busy_timeout=self._busy_timeout,
-            batch_size=self._batch_size,
-            linger=self._linger,
-            retry_initial=self._retry_initial,
-            retry_max=self._retry_max,
-            prepare=self._prepare,
-            log_level=self._log_level,
-            start_at=self._journal.checkpoint_cursor,
-        )
+        # Every start, the first and after the child ended, resumes at the checkpoint.
+        config = replace(self._config, start_at=self._journal.checkpoint_cursor)
         mine, theirs = socket.socketpair()
         with mine, theirs:
             process = subprocess.Popen(  # noqa: S603 - this interpreter, this module
@@ -259,33 +247,21 @@ class ProcessLedgerWriter:
             self._handle(message)
 
     def _handle(self, message: tuple[Any, ...]) -> None:
+        # Every message ends with the child's WriterStatus as it stands (a pickled copy).
         kind = message[0]
         if kind == "written":
-            _, cursor, new, status = message
+            _, cursor, new, self.status = message
             self._journal.checkpoint(cursor)
-            self._take(status)
             if new and self._on_written is not None:
                 self._on_written(new)
             with self._idle:
                 self._idle.notify_all()
         elif kind == "set_aside":
-            _, text, status = message
-            self._take(status)
+            _, text, self.status = message
             if self._on_set_aside is not None:
                 self._on_set_aside(text)
         elif kind == "status":
-            self._take(message[1])
-
-    def _take(self, status: _Status) -> None:
-        mine = self.status
-        (
-            mine.written,
-            mine.batches,
-            mine.set_aside,
-            mine.offences,
-            mine.retrying_since,
-            mine.last_error,
-        ) = status
+            self.status = message[1]
 
 
 # -- the child's side -------------------------------------------------------------------------
@@ -331,17 +307,6 @@ def _yield_the_cpus() -> None:
         _log.warning(
             "ledger writer runs at normal CPU priority (SCHED_IDLE refused)", error=str(error)
         )
-
-
-def _snapshot(status: WriterStatus) -> _Status:
-    return (
-        status.written,
-        status.batches,
-        status.set_aside,
-        status.offences,
-        status.retrying_since,
-        status.last_error,
-    )
 
 
 class _ChildWriter(LedgerWriter):
@@ -392,13 +357,13 @@ class _ChildWriter(LedgerWriter):
         self._stop.wait(POLL)
 
     def _committed(self, cursor: Cursor, new: list[OffenceEntry]) -> None:
-        self._send(("written", cursor, new, _snapshot(self.status)))
+        self._send(("written", cursor, new, self.status))
 
     def _status_changed(self) -> None:
-        self._send(("status", _snapshot(self.status)))
+        self._send(("status", self.status))
 
     def _report_set_aside(self, message: str) -> None:
-        self._send(("set_aside", message, _snapshot(self.status)))
+        self._send(("set_aside", message, self.status))
 
 
 def _orphaned_exit() -> None:
