@@ -121,9 +121,13 @@ def plan_calls(rng: random.Random) -> list[Planned]:
     planned: list[Planned] = []
     numbers: set[str] = set()
     for kind in kinds:
-        at = rng.uniform(0.5, RUN)
-        busy = Counter(p.ext for p in planned if not p.emergency and abs(p.at - at) < RING + 1)
-        ext = rng.choice([e for e in BYPASS_PHONES if busy[e] < PER_PHONE])
+        free: list[str] = []
+        while not free:
+            # A moment at which every bypass phone already rings PER_PHONE calls is drawn again.
+            at = rng.uniform(0.5, RUN)
+            busy = Counter(p.ext for p in planned if not p.emergency and abs(p.at - at) < RING + 1)
+            free = [e for e in BYPASS_PHONES if busy[e] < PER_PHONE]
+        ext = rng.choice(free)
         number = _number(rng, kind)
         while number in numbers:
             number = _number(rng, kind)
